@@ -1,0 +1,61 @@
+"""Keyturn's core: secrets behind one interface, rotated with zero downtime.
+
+>>> from rotation import get_secrets_manager
+>>> manager = get_secrets_manager()   # SECRETS_PROVIDER, SECRETS_CACHE_TTL from the environment
+"""
+
+from __future__ import annotations
+
+from rotation.errors import (
+    AuthenticationFailed,
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidSecretName,
+    InvalidSecretValue,
+    KeyturnError,
+    PermissionDenied,
+    RotationError,
+    SecretNotFound,
+    StoreCorrupted,
+    UnknownProvider,
+    UnsupportedOperation,
+    VersionConflict,
+)
+from rotation.manager import (
+    RotationReport,
+    RotationResult,
+    SecretsManager,
+    get_secret,
+    get_secrets_manager,
+    reset_secrets_manager,
+    set_secret,
+)
+from rotation.values import SecretVersion, Stage, VersionInfo
+
+__all__ = [
+    "AuthenticationFailed",
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "InvalidSecretName",
+    "InvalidSecretValue",
+    "KeyturnError",
+    "PermissionDenied",
+    "RotationError",
+    "RotationReport",
+    "RotationResult",
+    "SecretNotFound",
+    "SecretVersion",
+    "SecretsManager",
+    "Stage",
+    "StoreCorrupted",
+    "UnknownProvider",
+    "UnsupportedOperation",
+    "VersionConflict",
+    "VersionInfo",
+    "get_secret",
+    "get_secrets_manager",
+    "reset_secrets_manager",
+    "set_secret",
+]

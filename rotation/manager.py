@@ -1,0 +1,304 @@
+"""``SecretsManager``: the one interface applications use, over any provider, with a TTL cache."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from rotation.cache import TTLCache
+from rotation.config import Settings
+from rotation.errors import KeyturnError, SecretNotFound, UnsupportedOperation
+from rotation.generator import GeneratorPolicy, generate
+from rotation.names import validate_name, validate_prefix
+from rotation.providers.base import Provider
+from rotation.providers.registry import create_provider
+from rotation.values import SecretValue, VersionInfo, freeze_value
+
+__all__ = [
+    "RotationReport",
+    "RotationResult",
+    "SecretsManager",
+    "get_secret",
+    "get_secrets_manager",
+    "reset_secrets_manager",
+    "set_secret",
+]
+
+log = logging.getLogger("keyturn.secrets")
+
+#: Upper bound on concurrent backend calls made by one ``get_many``.
+BATCH_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    """What happened to one secret in ``rotate_all``; never the value."""
+
+    name: str
+    ok: bool
+    version_id: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class RotationReport:
+    """Per-secret outcome of ``rotate_all``."""
+
+    results: list[RotationResult] = field(default_factory=list)
+
+    @property
+    def rotated(self) -> list[str]:
+        return [r.name for r in self.results if r.ok]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {r.name: r.error or "" for r in self.results if not r.ok}
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+
+class SecretsManager:
+    """Get, set, list, delete, version and rotate secrets in one backend, with a TTL cache.
+
+    The cache is invalidated by this manager's own writes, rotations and deletes; other
+    writers are seen after at most ``cache_ttl`` seconds (or at once with ``use_cache=False``).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        cache_ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        generator: GeneratorPolicy | None = None,
+    ) -> None:
+        self.provider = provider
+        self.generator = generator or GeneratorPolicy()
+        self._cache = TTLCache(cache_ttl, clock)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SecretsManager:
+        """Configured from ``SECRETS_PROVIDER``, ``SECRETS_CACHE_TTL`` and the provider's variables."""
+        env = os.environ if environ is None else environ
+        settings = Settings.from_env(env)
+        return cls(create_provider(settings.provider, env), cache_ttl=settings.cache_ttl)
+
+    @property
+    def cache_ttl(self) -> float:
+        return self._cache.ttl
+
+    @cache_ttl.setter
+    def cache_ttl(self, seconds: float) -> None:
+        self._cache.ttl = seconds
+        self._cache.invalidate()
+
+    # The seed guide's troubleshooting tells users to set ``manager._cache_ttl``.
+    _cache_ttl = cache_ttl
+
+    # --- reading --------------------------------------------------------------------------
+
+    def get(self, name: str, use_cache: bool = True) -> SecretValue:
+        """The current value of ``name``; ``use_cache=False`` reads the backend and refreshes the cache."""
+        if use_cache:
+            hit = self._cache.get(name)
+            if hit is not None:
+                return hit  # type: ignore[no-any-return]
+        return self._fetch(name)
+
+    def _fetch(self, name: str) -> SecretValue:
+        generation = self._cache.generation
+        value = self.provider.read(name).value
+        self._cache.put(name, value, generation)
+        return value
+
+    def get_many(self, names: Iterable[str]) -> dict[str, SecretValue]:
+        """Several values at once; misses are fetched concurrently (at most 8 at a time).
+
+        Raises :class:`SecretNotFound` naming every missing secret."""
+        wanted = list(dict.fromkeys(names))
+        for name in wanted:
+            validate_name(name)
+        found: dict[str, SecretValue] = {}
+        misses = []
+        for name in wanted:
+            hit = self._cache.get(name)
+            if hit is None:
+                misses.append(name)
+            else:
+                found[name] = hit
+        missing: list[str] = []
+        outcomes = self._map(self._fetch_or_none, misses)
+        for name, value in zip(misses, outcomes, strict=True):
+            if value is None:
+                missing.append(name)
+            else:
+                found[name] = value
+        if missing:
+            raise SecretNotFound(", ".join(missing))
+        return {name: found[name] for name in wanted}
+
+    def _fetch_or_none(self, name: str) -> SecretValue | None:
+        try:
+            return self._fetch(name)
+        except SecretNotFound:
+            return None
+
+    def _map(
+        self, fn: Callable[[str], SecretValue | None], names: list[str]
+    ) -> list[SecretValue | None]:
+        if len(names) <= 1:
+            return [fn(name) for name in names]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(BATCH_WORKERS, thread_name_prefix="keyturn-get")
+        return list(self._pool.map(fn, names))
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Names of all secrets, or those starting with ``prefix``."""
+        return self.provider.list(validate_prefix(prefix))
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Version id, creation time and stages of each retained version; never values."""
+        return self.provider.versions(validate_name(name))
+
+    # --- writing --------------------------------------------------------------------------
+
+    def set(self, name: str, value: SecretValue) -> str:
+        """Store ``value`` as the new current version; returns its version id."""
+        validate_name(name)
+        frozen = freeze_value(value)
+        try:
+            version_id = self.provider.write(name, frozen)
+        finally:
+            self._cache.invalidate(name)
+        log.info("secret written", extra={"action": "secret.set", "secret": name})
+        return version_id
+
+    def set_many(self, values: Mapping[str, SecretValue]) -> dict[str, str]:
+        """Store several values; every name and value is checked before anything is written."""
+        checked = {validate_name(name): freeze_value(value) for name, value in values.items()}
+        return {name: self.set(name, value) for name, value in checked.items()}
+
+    def delete(self, name: str) -> None:
+        """Delete ``name`` and all its versions."""
+        validate_name(name)
+        try:
+            self.provider.delete(name)
+        finally:
+            self._cache.invalidate(name)
+        log.info("secret deleted", extra={"action": "secret.delete", "secret": name})
+
+    def invalidate(self, name: str | None = None) -> None:
+        """Drop ``name`` (or every entry) from this manager's cache."""
+        self._cache.invalidate(name)
+
+    # --- rotating -------------------------------------------------------------------------
+
+    def rotate(self, name: str, generator: GeneratorPolicy | None = None) -> SecretValue:
+        """Store a freshly generated value as the new current version and return it.
+
+        A string secret gets a new string; a JSON secret gets a new ``password`` field. The new
+        value is staged as pending, then promoted, so plain readers never see a half state.
+        For credentials that must also change in a target system, use a rotation policy."""
+        return self._rotate(name, generator)[0]
+
+    def _rotate(
+        self, name: str, generator: GeneratorPolicy | None = None
+    ) -> tuple[SecretValue, str]:
+        validate_name(name)
+        current = self.provider.read(name).value
+        fresh = generate(generator or self.generator)
+        new_value: SecretValue
+        if isinstance(current, str):
+            new_value = fresh
+        elif "password" in current:
+            new_value = freeze_value({**current, "password": fresh})
+        else:
+            raise UnsupportedOperation(
+                f"Cannot rotate {name!r}: it is a JSON secret without a 'password' field. "
+                "Give it a rotation policy with a rotator for its kind."
+            )
+        token = uuid.uuid4().hex
+        try:
+            self.provider.stage_pending(name, new_value, token=token)
+            version_id = self.provider.promote(name, token=token)
+        finally:
+            self._cache.invalidate(name)
+        log.info("secret rotated", extra={"action": "secret.rotate", "secret": name})
+        return new_value, version_id
+
+    def rotate_all(self, pattern: str | None = None) -> RotationReport:
+        """Rotate every secret whose name contains ``pattern`` (or matches it as a glob).
+
+        One failure does not stop the rest; the report says what happened to each."""
+        report = RotationReport()
+        for name in self.list():
+            if pattern and not _matches(name, pattern):
+                continue
+            try:
+                _, version_id = self._rotate(name)
+            except KeyturnError as exc:
+                report.results.append(RotationResult(name, False, error=exc.message))
+            else:
+                report.results.append(RotationResult(name, True, version_id=version_id))
+        return report
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self.provider.close()
+
+
+def _matches(name: str, pattern: str) -> bool:
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return pattern in name
+
+
+_singleton: tuple[int, SecretsManager] | None = None
+_singleton_lock = threading.Lock()
+
+
+def get_secrets_manager() -> SecretsManager:
+    """The process's manager, built from the environment on first use (rebuilt after fork)."""
+    global _singleton
+    current = _singleton
+    if current is not None and current[0] == os.getpid():
+        return current[1]
+    with _singleton_lock:
+        if _singleton is None or _singleton[0] != os.getpid():
+            _singleton = (os.getpid(), SecretsManager.from_env())
+        return _singleton[1]
+
+
+def reset_secrets_manager() -> None:
+    """Forget the process's manager (tests, or after changing the environment)."""
+    global _singleton
+    with _singleton_lock:
+        if _singleton is not None and _singleton[0] == os.getpid():
+            _singleton[1].close()
+        _singleton = None
+
+
+def get_secret(name: str, use_cache: bool = True) -> SecretValue:
+    """``get_secrets_manager().get(name)``."""
+    return get_secrets_manager().get(name, use_cache=use_cache)
+
+
+def set_secret(name: str, value: SecretValue) -> str:
+    """``get_secrets_manager().set(name, value)``."""
+    return get_secrets_manager().set(name, value)

@@ -1,0 +1,34 @@
+"""Shared test wiring: markers by folder, and the provider fixtures every backend joins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = [
+    "tests.backends.memory",
+    "tests.backends.local",
+    "tests.backends.vault",
+    "tests.backends.aws",
+    "tests.backends.azure",
+]
+
+#: Every provider the contract suite runs against: (id, fixture name).
+CONTRACT_PROVIDERS = ["memory", "local", "vault", "aws", "azure"]
+
+_FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "faults": "faults"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        marker = _FOLDER_MARKERS.get(folder)
+        if marker:
+            item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(params=CONTRACT_PROVIDERS)
+def provider(request: pytest.FixtureRequest):
+    """A fresh, empty provider of each kind (function-scoped: each test gets its own namespace)."""
+    return request.getfixturevalue(f"{request.param}_provider")
