@@ -47,7 +47,8 @@ class GeneratorPolicy(BaseModel):
                 raise ValueError(f"'exclude' removes every character of class {cls!r}")
         if sum(self.classes.values()) > self.length:
             raise ValueError(
-                f"minimum counts add up to {sum(self.classes.values())}, more than length {self.length}"
+                f"minimum counts add up to {sum(self.classes.values())}, "
+                f"more than length {self.length}"
             )
         return self
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import logging
 import os
@@ -92,7 +93,7 @@ class SecretsManager:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SecretsManager:
-        """Configured from ``SECRETS_PROVIDER``, ``SECRETS_CACHE_TTL`` and the provider's variables."""
+        """Built from ``SECRETS_PROVIDER``, ``SECRETS_CACHE_TTL`` and the provider's variables."""
         env = os.environ if environ is None else environ
         settings = Settings.from_env(env)
         return cls(create_provider(settings.provider, env), cache_ttl=settings.cache_ttl)
@@ -112,7 +113,7 @@ class SecretsManager:
     # --- reading --------------------------------------------------------------------------
 
     def get(self, name: str, use_cache: bool = True) -> SecretValue:
-        """The current value of ``name``; ``use_cache=False`` reads the backend and refreshes the cache."""
+        """The current value of ``name``; ``use_cache=False`` reads the backend and re-caches."""
         if use_cache:
             hit = self._cache.get(name)
             if hit is not None:
@@ -171,7 +172,7 @@ class SecretsManager:
         """Names of all secrets, or those starting with ``prefix``."""
         return self.provider.list(validate_prefix(prefix))
 
-    def versions(self, name: str) -> list[VersionInfo]:
+    def versions(self, name: str) -> builtins.list[VersionInfo]:
         """Version id, creation time and stages of each retained version; never values."""
         return self.provider.versions(validate_name(name))
 

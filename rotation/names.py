@@ -21,7 +21,9 @@ def validate_name(name: object) -> str:
     (``data/``, ``?version=``, ``%2e``) before any backend sees them.
     """
     if not isinstance(name, str):
-        raise InvalidSecretName(f"Invalid secret name: expected a string, got {type(name).__name__}.")
+        raise InvalidSecretName(
+            f"Invalid secret name: expected a string, got {type(name).__name__}."
+        )
     if not name:
         raise InvalidSecretName("Invalid secret name: it is empty.")
     if len(name) > MAX_NAME_LENGTH:

@@ -30,8 +30,8 @@ class FrozenDict(dict[str, Any]):
         raise TypeError("secret values are read-only; copy with dict(value) to change one")
 
     __setitem__ = __delitem__ = _readonly
-    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
-    __ior__ = _readonly  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _readonly
+    __ior__ = _readonly
 
     def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
         return (dict, (dict(self),))
@@ -40,7 +40,7 @@ class FrozenDict(dict[str, Any]):
 SecretValue: TypeAlias = str | Mapping[str, Any]
 
 
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     """The label a version carries in its secret's life."""
 
     #: What every plain reader gets.
@@ -88,7 +88,8 @@ def freeze_value(value: object) -> SecretValue:
         return value
     if isinstance(value, Mapping):
         try:
-            return _freeze(json.loads(json.dumps(dict(value))))
+            frozen: SecretValue = _freeze(json.loads(json.dumps(dict(value))))
+            return frozen
         except (TypeError, ValueError) as exc:
             raise InvalidSecretValue(
                 f"A secret value must be a string or a JSON object; this mapping is not "
@@ -126,4 +127,5 @@ def decode_value(text: str, is_json: bool) -> SecretValue:
     """Inverse of :func:`encode_value`, given whether the stored value was an object."""
     if not is_json:
         return text
-    return _freeze(json.loads(text))
+    frozen: SecretValue = _freeze(json.loads(text))
+    return frozen

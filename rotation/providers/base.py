@@ -15,6 +15,7 @@ Stage rules every provider keeps:
 
 from __future__ import annotations
 
+import builtins
 import enum
 from typing import Protocol, runtime_checkable
 
@@ -23,7 +24,7 @@ from rotation.values import SecretValue, SecretVersion, Stage, VersionInfo
 __all__ = ["Capability", "Provider"]
 
 
-class Capability(str, enum.Enum):
+class Capability(enum.StrEnum):
     """Optional things a backend can do; declared, never probed."""
 
     #: ``restore(name)`` undoes a delete within the recovery window.
@@ -47,9 +48,7 @@ class Provider(Protocol):
         """The value at ``stage``; :class:`SecretNotFound` if the secret or stage is absent."""
         ...
 
-    def write(
-        self, name: str, value: SecretValue, *, expected_version: str | None = None
-    ) -> str:
+    def write(self, name: str, value: SecretValue, *, expected_version: str | None = None) -> str:
         """Store ``value`` as the new CURRENT version (the old one becomes PREVIOUS).
 
         With ``expected_version``, fail with :class:`VersionConflict` unless that version is
@@ -89,11 +88,10 @@ class Provider(Protocol):
         """Delete the secret (all versions); ``force`` skips any recovery window."""
         ...
 
-    def versions(self, name: str) -> list[VersionInfo]:
+    def versions(self, name: str) -> builtins.list[VersionInfo]:
         """Every retained version, oldest first, without values."""
         ...
 
     def close(self) -> None:
         """Release connections and files."""
         ...
-

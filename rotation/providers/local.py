@@ -55,7 +55,7 @@ def _decode_key(text: str, source: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise ConfigurationError(
             f"{source} must be url-safe base64 of {KEY_BYTES} bytes; make one with "
-            '`python -c "from rotation.providers.local import generate_key; print(generate_key())"`.'
+            "`python -c 'from rotation.providers.local import generate_key as g; print(g())'`."
         )
     return key
 
@@ -97,8 +97,9 @@ class LocalProvider(StoreBackedProvider):
             pass
         if (self.directory / "store.enc").exists():
             raise StoreCorrupted(
-                f"The local store {self.directory / 'store.enc'} exists but its key file {key_path} "
-                "is missing: restore the key file or set KEYTURN_LOCAL_KEY. Nothing was changed."
+                f"The local store {self.directory / 'store.enc'} exists but its key file "
+                f"{key_path} is missing: restore the key file or set KEYTURN_LOCAL_KEY. "
+                "Nothing was changed."
             )
         fresh = generate_key()
         try:

@@ -1,4 +1,4 @@
-"""A versioned secret store as plain data: the stage rules, shared by the memory and local providers.
+"""A versioned secret store as plain data: the stage rules the memory and local providers share.
 
 The state is a JSON-compatible ``dict`` so the local provider can encrypt and persist it as is.
 Nothing here locks: callers serialize access.
@@ -6,6 +6,7 @@ Nothing here locks: callers serialize access.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,9 @@ _STAGE_KEYS = {Stage.CURRENT: "current", Stage.PENDING: "pending", Stage.PREVIOU
 class VersionedStore:
     """Secrets with versions, stages and rotation tokens, over a JSON-compatible dict."""
 
-    def __init__(self, state: dict[str, Any] | None = None, max_versions: int = DEFAULT_MAX_VERSIONS):
+    def __init__(
+        self, state: dict[str, Any] | None = None, max_versions: int = DEFAULT_MAX_VERSIONS
+    ):
         self.state: dict[str, Any] = state if state is not None else {"secrets": {}}
         self.max_versions = max_versions
 
@@ -39,21 +42,23 @@ class VersionedStore:
         return secrets
 
     def _record(self, name: str) -> dict[str, Any]:
-        record = self._secrets.get(name)
+        record: dict[str, Any] | None = self._secrets.get(name)
         if record is None:
             raise SecretNotFound(name)
         return record
 
     @staticmethod
     def _version(record: dict[str, Any], version_id: str) -> dict[str, Any]:
-        for version in record["versions"]:
+        versions: list[dict[str, Any]] = record["versions"]
+        for version in versions:
             if version["id"] == version_id:
                 return version
         raise KeyError(version_id)
 
     @staticmethod
     def _by_token(record: dict[str, Any], token: str) -> dict[str, Any] | None:
-        for version in record["versions"]:
+        versions: list[dict[str, Any]] = record["versions"]
+        for version in versions:
             if version.get("token") == token:
                 return version
         return None
@@ -174,7 +179,7 @@ class VersionedStore:
         self._record(name)
         del self._secrets[name]
 
-    def versions(self, name: str) -> list[VersionInfo]:
+    def versions(self, name: str) -> builtins.list[VersionInfo]:
         record = self._record(name)
         labels: dict[str, set[Stage]] = {}
         for stage, key in _STAGE_KEYS.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -34,9 +35,7 @@ class StoreBackedProvider(abc.ABC):
         validate_name(name)
         return self._view(lambda store: store.read(name, stage))
 
-    def write(
-        self, name: str, value: SecretValue, *, expected_version: str | None = None
-    ) -> str:
+    def write(self, name: str, value: SecretValue, *, expected_version: str | None = None) -> str:
         validate_name(name)
         frozen = freeze_value(value)
         return self._mutate(lambda store: store.write(name, frozen, expected_version))
@@ -66,9 +65,9 @@ class StoreBackedProvider(abc.ABC):
         validate_name(name)
         self._mutate(lambda store: store.delete(name))
 
-    def versions(self, name: str) -> list[VersionInfo]:
+    def versions(self, name: str) -> builtins.list[VersionInfo]:
         validate_name(name)
         return self._view(lambda store: store.versions(name))
 
-    def close(self) -> None:
-        """Nothing to release by default."""
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release resources; nothing by default."""

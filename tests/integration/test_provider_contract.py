@@ -126,7 +126,7 @@ def test_list_with_prefix(provider: Provider) -> None:
     for n in [*names, other]:
         provider.write(n, "v")
     assert provider.list(prefix=stem) == sorted(names)
-    assert set(names + [other]) <= set(provider.list())
+    assert {*names, other} <= set(provider.list())
 
 
 def test_delete(provider: Provider) -> None:
@@ -152,9 +152,24 @@ def test_not_found(provider: Provider) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "../etc/passwd", "a/../../b", "/abs", "new\nline", "nul\x00", "tab\t", "sp ace",
-     "a//b", "trail/", ".hidden", "semi;colon", "quote'--", "pct%2e%2e", "q?version=1",
-     "x" * 300],
+    [
+        "",
+        "../etc/passwd",
+        "a/../../b",
+        "/abs",
+        "new\nline",
+        "nul\x00",
+        "tab\t",
+        "sp ace",
+        "a//b",
+        "trail/",
+        ".hidden",
+        "semi;colon",
+        "quote'--",
+        "pct%2e%2e",
+        "q?version=1",
+        "x" * 300,
+    ],
 )
 def test_bad_names_are_refused(provider: Provider, bad: str) -> None:
     with pytest.raises(InvalidSecretName):

@@ -1,0 +1,51 @@
+# The README's two commands: `make run` (the main job, embedded) and `make test` (the suite).
+# Each creates .venv and installs what it needs on a fresh machine with Python 3.11+.
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test unit integration faults soak bench lint typecheck services clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11 or newer is required" >&2; exit 2; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/keyturn demo
+
+test: $(STAMP) services
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m unit
+
+integration: $(STAMP) services
+	$(BIN)/python -m pytest -m integration
+
+faults: $(STAMP) services
+	$(BIN)/python -m pytest -m faults tests/faults
+
+soak: $(STAMP) services
+	$(BIN)/python -m pytest -m soak tests/faults
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check rotation worker tests bench
+	$(BIN)/ruff format --check rotation worker tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+services:
+	@scripts/services.sh
+
+clean:
+	rm -rf $(VENV) .keyturn .pytest_cache

@@ -1,0 +1,48 @@
+"""The ``keyturn`` group: global error handling and the subcommands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from rotation.errors import KeyturnError
+
+#: Exit statuses: 1 = an operation failed, 2 = bad usage or configuration, 3 = not found.
+EXIT_FAILED = 1
+EXIT_NOT_FOUND = 3
+
+
+class KeyturnGroup(click.Group):
+    """Turns every Keyturn error into one clear line on stderr and a meaningful exit status."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from rotation.errors import ConfigurationError, SecretNotFound
+
+        try:
+            return super().invoke(ctx)
+        except SecretNotFound as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(EXIT_NOT_FOUND)
+        except ConfigurationError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(2)
+        except KeyturnError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(EXIT_FAILED)
+
+
+@click.group(cls=KeyturnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="keyturn")
+def main() -> None:
+    """Keyturn: secrets behind one interface, rotated on schedule with zero downtime."""
+
+
+def _register() -> None:
+    from rotation.cli import demo, migrate
+
+    main.add_command(migrate.migrate_env_command)
+    main.add_command(demo.demo_command)
+
+
+_register()
