@@ -39,10 +39,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from rotation.cli import demo, migrate
+    from rotation.cli import demo, migrate, policies
 
     main.add_command(migrate.migrate_env_command)
     main.add_command(demo.demo_command)
+    main.add_command(policies.policies_group)
 
 
 _register()

@@ -1,0 +1,73 @@
+"""The rotator contract: one module per credential kind, four steps plus an undo.
+
+Each step is idempotent (AWS's createSecret / setSecret / testSecret / finishSecret contract):
+it returns early when its effect is already there. The engine owns the backend stages
+(stage_pending, promote, rollback); rotators own the *target* (a database, an issuer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rotation.generator import GeneratorPolicy
+from rotation.providers.base import Provider
+from rotation.values import SecretValue, SecretVersion, Stage
+
+__all__ = ["RotationContext", "Rotator"]
+
+
+@dataclass
+class RotationContext:
+    """What a step may see: the secret, its backend, the run's token and the policy's settings."""
+
+    secret: str
+    provider: Provider
+    token: str
+    generator: GeneratorPolicy
+    #: Kind-specific settings from the policy's ``target`` block.
+    target: Mapping[str, Any] = field(default_factory=dict)
+    #: Reads another secret's current value (e.g. the admin credential a rotator needs).
+    read_secret: Callable[[str], SecretValue] | None = None
+
+    def current(self) -> SecretVersion:
+        return self.provider.read(self.secret, stage=Stage.CURRENT)
+
+    def pending(self) -> SecretVersion:
+        return self.provider.read(self.secret, stage=Stage.PENDING)
+
+    def previous(self) -> SecretVersion | None:
+        from rotation.errors import SecretNotFound
+
+        try:
+            return self.provider.read(self.secret, stage=Stage.PREVIOUS)
+        except SecretNotFound:
+            return None
+
+
+class Rotator(Protocol):
+    """A credential kind. ``create`` only computes; the engine stores the result as pending."""
+
+    kind: str
+
+    def create(self, ctx: RotationContext, current: SecretValue) -> SecretValue:
+        """A new value derived from the current one (same username, new password...)."""
+        ...
+
+    def apply(self, ctx: RotationContext) -> None:
+        """Make the target accept the pending value; the current value must keep working."""
+        ...
+
+    def test(self, ctx: RotationContext) -> None:
+        """Prove the pending (or, after promotion, current) value works; raise if not."""
+        ...
+
+    def retire(self, ctx: RotationContext, old: SecretValue) -> None:
+        """Revoke ``old`` at the target, after consumers moved and the grace passed."""
+        ...
+
+    def undo(self, ctx: RotationContext) -> None:
+        """Make the target accept the backend's CURRENT value again (after the engine discarded
+        the pending value, or rolled a promotion back). A no-op where nothing changed."""
+        ...
