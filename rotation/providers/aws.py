@@ -1,0 +1,646 @@
+"""AWS Secrets Manager, through boto3, with AWS's own staging labels.
+
+Stages map one to one: CURRENT = ``AWSCURRENT``, PENDING = ``AWSPENDING``, PREVIOUS =
+``AWSPREVIOUS``. A rotation token is the ``ClientRequestToken`` of the version it writes, so the
+version id *is* the token and AWS itself makes a repeated write idempotent. Plain readers
+(``aws secretsmanager get-secret-value``) only ever get ``AWSCURRENT``.
+
+Values are stored as ``SecretString``: strings as-is, JSON objects as JSON text. A string that
+happens to parse as a JSON object is marked with the secret tag ``keyturn:string:<version id>``
+(written before the version, so no reader can see the version unmarked); without that tag a
+JSON object text reads back as an object, which is also how secrets written by other tools read.
+
+See docs/backends/aws.md for the configuration and the error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+
+from rotation.errors import (
+    AuthenticationFailed,
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    KeyturnError,
+    PermissionDenied,
+    SecretNotFound,
+    UnsupportedOperation,
+    VersionConflict,
+)
+from rotation.names import validate_name, validate_prefix
+from rotation.providers.base import Capability
+from rotation.values import (
+    SecretValue,
+    SecretVersion,
+    Stage,
+    VersionInfo,
+    decode_value,
+    encode_value,
+    freeze_value,
+)
+
+__all__ = ["AWSSecretsManagerProvider"]
+
+log = logging.getLogger("keyturn.providers.aws")
+
+CURRENT, PENDING, PREVIOUS = "AWSCURRENT", "AWSPENDING", "AWSPREVIOUS"
+_LABELS = {Stage.CURRENT: CURRENT, Stage.PENDING: PENDING, Stage.PREVIOUS: PREVIOUS}
+_STAGES = {label: stage for stage, label in _LABELS.items()}
+
+#: Tag key prefix marking a version whose string value merely looks like a JSON object.
+STRING_TAG = "keyturn:string:"
+#: Markers of versions that no longer carry a label are dropped after this many seconds.
+STRING_TAG_GRACE = 3600
+DEFAULT_RECOVERY_WINDOW_DAYS = 30
+DEFAULT_MAX_RETRIES = 4
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
+_MARKED_FOR_DELETION = re.compile(r"marked (for )?delet|scheduled for deletion", re.IGNORECASE)
+
+_NO_CREDENTIALS = (
+    "AWS credentials not found: run `aws configure`, or set AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary credentials), or AWS_PROFILE, "
+    "or run with an IAM role (instance profile, ECS task role, EKS service account)."
+)
+_AUTH_CODES = {
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "MissingAuthenticationToken",
+}
+_DENIED_CODES = {"AccessDenied", "AccessDeniedException", "DecryptionFailure"}
+_BUSY_CODES = {
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "InternalServiceError",
+    "InternalFailure",
+    "ServiceUnavailable",
+}
+
+
+class AWSSecretsManagerProvider:
+    """Secrets in AWS Secrets Manager, optionally under a name prefix (``phagen/``)."""
+
+    name = "aws"
+    capabilities = frozenset({Capability.RESTORE, Capability.PURGE})
+
+    def __init__(
+        self,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        prefix: str = "",
+        recovery_window_days: int = DEFAULT_RECOVERY_WINDOW_DAYS,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        botocore_session: botocore.session.Session | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_pool_connections: int = 20,
+        page_size: int = 100,
+    ) -> None:
+        self.prefix = validate_prefix(prefix)
+        if not 7 <= recovery_window_days <= 30:
+            raise ConfigurationError(
+                f"The AWS recovery window must be 7 to 30 days, not {recovery_window_days}; "
+                "use delete(name, force=True) to delete without recovery."
+            )
+        self.recovery_window_days = recovery_window_days
+        self.page_size = page_size
+        session = boto3.session.Session(botocore_session=botocore_session or _session({}))
+        self.region = region or session.region_name
+        if not self.region:
+            raise ConfigurationError(
+                "AWS region not set: set AWS_REGION (or AWS_DEFAULT_REGION), or `region` in "
+                "the profile in ~/.aws/config."
+            )
+        config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"mode": "standard", "max_attempts": max_retries},
+            max_pool_connections=max_pool_connections,
+        )
+        try:
+            #: The one boto3 client of this provider, reused by every call (thread-safe).
+            self.client: Any = session.client(
+                "secretsmanager",
+                region_name=self.region,
+                endpoint_url=endpoint_url or None,
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+                aws_session_token=aws_session_token,
+                config=config,
+            )
+        except (NoRegionError, ProfileNotFound, ValueError) as exc:
+            raise ConfigurationError(f"Cannot configure the AWS client: {exc}") from exc
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AWSSecretsManagerProvider:
+        """``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_SECRETS_PREFIX``,
+        ``AWS_RECOVERY_WINDOW_DAYS``; credentials from boto3's default chain."""
+        window = (environ.get("AWS_RECOVERY_WINDOW_DAYS") or "").strip()
+        try:
+            days = int(window) if window else DEFAULT_RECOVERY_WINDOW_DAYS
+        except ValueError:
+            raise ConfigurationError(
+                f"AWS_RECOVERY_WINDOW_DAYS must be a whole number of days (7-30), not {window!r}."
+            ) from None
+        attempts = (environ.get("AWS_MAX_ATTEMPTS") or "").strip()
+        if attempts and not (attempts.isdigit() and int(attempts) >= 1):
+            raise ConfigurationError(f"AWS_MAX_ATTEMPTS must be a number >= 1, not {attempts!r}.")
+        return cls(
+            region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
+            endpoint_url=environ.get("AWS_ENDPOINT_URL_SECRETS_MANAGER")
+            or environ.get("AWS_ENDPOINT_URL")
+            or None,
+            prefix=environ.get("AWS_SECRETS_PREFIX", ""),
+            recovery_window_days=days,
+            aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=environ.get("AWS_SESSION_TOKEN") or None,
+            botocore_session=_session(environ),
+            max_retries=int(attempts) - 1 if attempts else DEFAULT_MAX_RETRIES,
+        )
+
+    # --- reading --------------------------------------------------------------------------
+
+    def read(self, name: str, *, stage: Stage = Stage.CURRENT) -> SecretVersion:
+        """``GetSecretValue(SecretId, VersionStage=AWSCURRENT|AWSPENDING|AWSPREVIOUS)``."""
+        validate_name(name)
+        with self._translated(name, stage=stage):
+            answer = self.client.get_secret_value(
+                SecretId=self._full(name), VersionStage=_LABELS[stage]
+            )
+        version_id = answer["VersionId"]
+        if "SecretString" not in answer:
+            raise UnsupportedOperation(
+                f"Secret {name!r} holds SecretBinary, which Keyturn does not read; store text "
+                "or a JSON object (SecretString) instead."
+            )
+        text: str = answer["SecretString"]
+        is_json = _looks_like_object(text) and not self._marked_string(name, version_id)
+        return SecretVersion(name, decode_value(text, is_json), version_id, token=version_id)
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """``DescribeSecret`` (deletion check), then ``ListSecretVersionIds`` pages."""
+        validate_name(name)
+        self._describe(name)
+        found: list[VersionInfo] = []
+        kwargs: dict[str, Any] = {"SecretId": self._full(name), "IncludeDeprecated": False}
+        with self._translated(name):
+            while True:
+                page = self.client.list_secret_version_ids(MaxResults=100, **kwargs)
+                for item in page.get("Versions", []):
+                    stages = {_STAGES[s] for s in item.get("VersionStages", []) if s in _STAGES}
+                    found.append(
+                        VersionInfo(
+                            version_id=item["VersionId"],
+                            created=item.get("CreatedDate"),
+                            stages=frozenset(stages),
+                            token=item["VersionId"],
+                        )
+                    )
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+        rank = {Stage.PREVIOUS: 0, Stage.CURRENT: 1, Stage.PENDING: 2}
+        return sorted(
+            found,
+            key=lambda v: (
+                v.created.timestamp() if v.created else 0.0,
+                min((rank[s] for s in v.stages), default=-1),
+            ),
+        )
+
+    def list(self, prefix: str = "") -> list[str]:
+        """``ListSecrets`` pages filtered by name prefix (then exactly, client-side)."""
+        validate_prefix(prefix)
+        wanted = self.prefix + prefix
+        kwargs: dict[str, Any] = {"PaginationConfig": {"PageSize": self.page_size}}
+        if wanted:
+            kwargs["Filters"] = [{"Key": "name", "Values": [wanted]}]
+        names = []
+        with self._translated(None):
+            for page in self.client.get_paginator("list_secrets").paginate(**kwargs):
+                for item in page.get("SecretList", []):
+                    full = item["Name"]
+                    if item.get("DeletedDate") or not full.startswith(wanted):
+                        continue
+                    name = full[len(self.prefix) :]
+                    try:
+                        names.append(validate_name(name))
+                    except KeyturnError:
+                        log.debug(
+                            "skipping a secret whose name Keyturn cannot use",
+                            extra={"action": "aws.list.skip", "secret": full},
+                        )
+        return sorted(names)
+
+    # --- writing --------------------------------------------------------------------------
+
+    def write(self, name: str, value: SecretValue, *, expected_version: str | None = None) -> str:
+        """``PutSecretValue`` (new AWSCURRENT), or ``CreateSecret`` when the name is new.
+
+        ``expected_version`` is checked against ``DescribeSecret`` just before the put: AWS has
+        no check-and-set, so a writer in between can still win (see docs/backends/aws.md)."""
+        validate_name(name)
+        text = encode_value(freeze_value(value))
+        version_id = str(uuid.uuid4())
+        string_marker = isinstance(value, str) and _looks_like_object(text)
+        if expected_version is not None:
+            current = self._current_id(name)
+            if current != expected_version:
+                raise VersionConflict(
+                    f"Version conflict on {name!r}: expected version {expected_version}, "
+                    f"current is {current}; read it again and retry."
+                )
+        if string_marker:
+            self._mark_string(name, version_id, create_missing_ok=True)
+        full = self._full(name)
+        with self._translated(name):
+            try:
+                self.client.put_secret_value(
+                    SecretId=full, ClientRequestToken=version_id, SecretString=text
+                )
+            except ClientError as exc:
+                if _code(exc) != "ResourceNotFoundException":
+                    raise
+                self._create(full, version_id, text, string_marker)
+        if string_marker:
+            self._prune_string_marks(name)
+        return version_id
+
+    def _create(self, full: str, version_id: str, text: str, string_marker: bool) -> None:
+        """``CreateSecret``; if another writer created the name meanwhile, put a version."""
+        tags = [{"Key": STRING_TAG + version_id, "Value": str(int(time.time()))}]
+        try:
+            self.client.create_secret(
+                Name=full,
+                ClientRequestToken=version_id,
+                SecretString=text,
+                Tags=tags if string_marker else [],
+            )
+        except ClientError as exc:
+            if _code(exc) != "ResourceExistsException":
+                raise
+            if string_marker:
+                self.client.tag_resource(SecretId=full, Tags=tags)
+            self.client.put_secret_value(
+                SecretId=full, ClientRequestToken=version_id, SecretString=text
+            )
+
+    def stage_pending(self, name: str, value: SecretValue, *, token: str) -> str:
+        """``PutSecretValue(ClientRequestToken=token, VersionStages=[AWSPENDING])``."""
+        validate_name(name)
+        _check_token(token)
+        text = encode_value(freeze_value(value))
+        if isinstance(value, str) and _looks_like_object(text):
+            self._mark_string(name, token)
+        with self._translated(name, token=token):
+            answer = self.client.put_secret_value(
+                SecretId=self._full(name),
+                ClientRequestToken=token,
+                SecretString=text,
+                VersionStages=[PENDING],
+            )
+        return str(answer["VersionId"])
+
+    def promote(self, name: str, *, token: str) -> str:
+        """``UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId=token, RemoveFromVersionId=
+        <current>)``, then the same call removing AWSPENDING from it (AWS's finishSecret)."""
+        validate_name(name)
+        _check_token(token)
+        labels = self._labels(name)
+        mine = labels.get(token, set())
+        if not mine:
+            raise SecretNotFound(name, f"no version staged under token {token}")
+        if CURRENT not in mine:
+            if PENDING not in mine:
+                raise VersionConflict(
+                    f"Version conflict on {name!r}: token {token} is neither pending nor current."
+                )
+            self._move(name, CURRENT, to=token, away_from=_current(labels))
+        if PENDING in mine:
+            self._move(name, PENDING, to=None, away_from=token)
+        return token
+
+    def discard_pending(self, name: str, *, token: str) -> None:
+        """``UpdateSecretVersionStage(AWSPENDING, RemoveFromVersionId=token)`` if still pending;
+        the unlabelled version is deprecated and AWS deletes it in time."""
+        validate_name(name)
+        _check_token(token)
+        try:
+            labels = self._labels(name)
+        except SecretNotFound:
+            return
+        if PENDING in labels.get(token, set()) and CURRENT not in labels[token]:
+            self._move(name, PENDING, to=None, away_from=token)
+
+    def rollback(self, name: str, *, token: str) -> str:
+        """``UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId=<previous>,
+        RemoveFromVersionId=token)``; AWS then labels ``token`` AWSPREVIOUS."""
+        validate_name(name)
+        _check_token(token)
+        labels = self._labels(name)
+        current = _current(labels)
+        if current != token:
+            return current
+        previous = _holder(labels, PREVIOUS)
+        if previous is None:
+            raise SecretNotFound(name, "no previous version to roll back to")
+        self._move(name, CURRENT, to=previous, away_from=token)
+        return previous
+
+    def delete(self, name: str, *, force: bool = False) -> None:
+        """``DeleteSecret(RecoveryWindowInDays=N)``, or ``ForceDeleteWithoutRecovery`` with
+        ``force`` (which also purges a secret already scheduled for deletion)."""
+        validate_name(name)
+        if force:
+            self._describe(name, allow_deleted=True)
+            options: dict[str, Any] = {"ForceDeleteWithoutRecovery": True}
+        else:
+            self._describe(name)
+            options = {"RecoveryWindowInDays": self.recovery_window_days}
+        with self._translated(name):
+            self.client.delete_secret(SecretId=self._full(name), **options)
+        log.info(
+            "secret deleted",
+            extra={"action": "aws.delete", "secret": name, "force": force},
+        )
+
+    def restore(self, name: str) -> None:
+        """``RestoreSecret``: cancel a scheduled deletion."""
+        validate_name(name)
+        with self._translated(name):
+            self.client.restore_secret(SecretId=self._full(name))
+        log.info("secret restored", extra={"action": "aws.restore", "secret": name})
+
+    def purge(self, name: str) -> None:
+        """``DeleteSecret(ForceDeleteWithoutRecovery)`` on a secret scheduled for deletion."""
+        validate_name(name)
+        if not self._describe(name, allow_deleted=True).get("DeletedDate"):
+            raise SecretNotFound(name, "it is not scheduled for deletion; nothing to purge")
+        self.delete(name, force=True)
+
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        self.client.close()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _full(self, name: str) -> str:
+        return self.prefix + name
+
+    def _describe(self, name: str, *, allow_deleted: bool = False) -> dict[str, Any]:
+        """``DescribeSecret``; a secret scheduled for deletion counts as not found."""
+        with self._translated(name):
+            answer: dict[str, Any] = self.client.describe_secret(SecretId=self._full(name))
+        if answer.get("DeletedDate") and not allow_deleted:
+            raise SecretNotFound(name, _scheduled_detail())
+        return answer
+
+    def _labels(self, name: str) -> dict[str, set[str]]:
+        """Version id -> staging labels, for versions that carry any."""
+        stages = self._describe(name).get("VersionIdsToStages") or {}
+        return {vid: set(labels) for vid, labels in stages.items() if labels}
+
+    def _current_id(self, name: str) -> str | None:
+        try:
+            return _holder(self._labels(name), CURRENT)
+        except SecretNotFound as exc:
+            if "scheduled for deletion" in exc.message:
+                raise
+            return None
+
+    def _move(self, name: str, label: str, *, to: str | None, away_from: str | None) -> None:
+        """``UpdateSecretVersionStage``."""
+        options: dict[str, Any] = {}
+        if to is not None:
+            options["MoveToVersionId"] = to
+        if away_from is not None:
+            options["RemoveFromVersionId"] = away_from
+        with self._translated(name, moving=True):
+            self.client.update_secret_version_stage(
+                SecretId=self._full(name), VersionStage=label, **options
+            )
+
+    def _marked_string(self, name: str, version_id: str) -> bool:
+        tags = self._describe(name, allow_deleted=True).get("Tags") or []
+        return any(t.get("Key") == STRING_TAG + version_id for t in tags)
+
+    def _mark_string(self, name: str, version_id: str, *, create_missing_ok: bool = False) -> None:
+        """``TagResource``: mark a version as a string before it exists."""
+        tag = {"Key": STRING_TAG + version_id, "Value": str(int(time.time()))}
+        try:
+            with self._translated(name):
+                self.client.tag_resource(SecretId=self._full(name), Tags=[tag])
+        except SecretNotFound as exc:
+            # A new secret gets its marker from CreateSecret(Tags=...) instead.
+            if not create_missing_ok or "scheduled for deletion" in exc.message:
+                raise
+
+    def _prune_string_marks(self, name: str) -> None:
+        """``UntagResource`` for markers of versions that lost their labels (best effort)."""
+        try:
+            answer = self._describe(name)
+            labelled = {v for v, s in (answer.get("VersionIdsToStages") or {}).items() if s}
+            stale = [
+                t["Key"]
+                for t in answer.get("Tags") or []
+                if t["Key"].startswith(STRING_TAG)
+                and t["Key"][len(STRING_TAG) :] not in labelled
+                and _age(t.get("Value", "")) > STRING_TAG_GRACE
+            ]
+            if stale:
+                with self._translated(name):
+                    self.client.untag_resource(SecretId=self._full(name), TagKeys=stale)
+        except KeyturnError as exc:
+            log.warning(
+                "could not prune string markers",
+                extra={"action": "aws.prune", "secret": name, "error": type(exc).__name__},
+            )
+
+    @contextmanager
+    def _translated(
+        self,
+        name: str | None,
+        *,
+        stage: Stage | None = None,
+        token: str | None = None,
+        moving: bool = False,
+    ) -> Iterator[None]:
+        """Turn botocore's exceptions into Keyturn's, most specific first, keeping the cause."""
+        try:
+            yield
+        except ClientError as exc:
+            _raise_client_error(exc, name, self, stage=stage, token=token, moving=moving)
+        except NoCredentialsError as exc:
+            raise AuthenticationFailed(_NO_CREDENTIALS) from exc
+        except (PartialCredentialsError, CredentialRetrievalError) as exc:
+            raise AuthenticationFailed(
+                f"AWS credentials are incomplete or could not be loaded ({exc}). {_NO_CREDENTIALS}"
+            ) from exc
+        except (ConnectionError, HTTPClientError) as exc:
+            raise BackendUnavailable(
+                f"Cannot reach AWS Secrets Manager in {self.region} ({type(exc).__name__}); "
+                "check the network, AWS_REGION and AWS_ENDPOINT_URL, then retry."
+            ) from exc
+        except BotoCoreError as exc:
+            if type(exc).__name__ in {"TokenRetrievalError", "SSOTokenLoadError"}:
+                raise AuthenticationFailed(
+                    f"AWS SSO login expired ({type(exc).__name__}): run `aws sso login`."
+                ) from exc
+            raise BackendError(f"AWS Secrets Manager call failed: {exc}") from exc
+
+
+def _raise_client_error(
+    exc: ClientError,
+    name: str | None,
+    provider: AWSSecretsManagerProvider,
+    *,
+    stage: Stage | None,
+    token: str | None,
+    moving: bool,
+) -> NoReturn:
+    code = _code(exc)
+    error = exc.response.get("Error", {})
+    message = str(error.get("Message", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    action = f"secretsmanager:{exc.operation_name}"
+    shown = name or "(list)"
+    if code == "ResourceNotFoundException":
+        if name is None:
+            raise BackendError(f"AWS answered {code}: {message}") from exc
+        detail = None
+        if stage is not None and "staging label" in message:
+            detail = f"no {stage.value} version"
+        elif provider.prefix:
+            detail = f"looked up as {provider.prefix + name!r} in {provider.region}"
+        raise SecretNotFound(name, detail) from exc
+    if code == "InvalidRequestException" and _MARKED_FOR_DELETION.search(message):
+        raise SecretNotFound(shown, _scheduled_detail()) from exc
+    if code == "ResourceExistsException" and token is not None:
+        raise VersionConflict(
+            f"Version conflict on {shown!r}: token {token} was already used with another value."
+        ) from exc
+    if code == "InvalidParameterException" and moving:
+        raise VersionConflict(
+            f"Version conflict on {shown!r}: its staging labels changed meanwhile ({message}); "
+            "read it again and retry."
+        ) from exc
+    if code in _DENIED_CODES:
+        raise PermissionDenied(
+            f"AWS denied {action} on {shown!r} ({code}: {message}). Grant the IAM principal "
+            f"{action} on this secret, and kms:Decrypt/kms:GenerateDataKey on its KMS key."
+        ) from exc
+    if code in _AUTH_CODES:
+        raise AuthenticationFailed(
+            f"AWS refused the credentials ({code}: {message}). Check AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY or the profile, that temporary credentials have not expired "
+            "(`aws sts get-caller-identity`), and the system clock."
+        ) from exc
+    if code in _BUSY_CODES or status >= 500:
+        raise BackendUnavailable(
+            f"AWS Secrets Manager is throttling or unavailable ({code or status}) after "
+            "retries with backoff; retry later or lower the request rate."
+        ) from exc
+    raise BackendError(f"AWS refused {action} on {shown!r} ({code}: {message}).") from exc
+
+
+def _session(environ: Mapping[str, str]) -> botocore.session.Session:
+    """A botocore session for boto3's default credential chain, honouring the file locations,
+    profile and IMDS switch given in ``environ`` as well as the process environment."""
+    session = botocore.session.Session()
+    for variable, key in (
+        ("AWS_SHARED_CREDENTIALS_FILE", "credentials_file"),
+        ("AWS_CONFIG_FILE", "config_file"),
+        ("AWS_PROFILE", "profile"),
+    ):
+        if environ.get(variable):
+            session.set_config_variable(key, environ[variable])
+    if environ.get("AWS_EC2_METADATA_DISABLED", "").strip().lower() == "true":
+        try:
+            session.get_component("credential_provider").remove("iam-role")
+        except ProfileNotFound as exc:
+            raise ConfigurationError(f"Cannot configure the AWS client: {exc}") from exc
+    return session
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _check_token(token: str) -> None:
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise UnsupportedOperation(
+            "AWS needs a rotation token of 32-64 letters, digits, '-' or '_' (it becomes the "
+            "ClientRequestToken and version id); use uuid.uuid4().hex."
+        )
+
+
+def _holder(labels: dict[str, set[str]], label: str) -> str | None:
+    for version_id, stages in labels.items():
+        if label in stages:
+            return version_id
+    return None
+
+
+def _current(labels: dict[str, set[str]]) -> str:
+    current = _holder(labels, CURRENT)
+    if current is None:
+        raise BackendError(f"AWS listed no {CURRENT} version; the secret is malformed.")
+    return current
+
+
+def _looks_like_object(text: str) -> bool:
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _age(stamp: str) -> float:
+    try:
+        return time.time() - float(stamp)
+    except ValueError:
+        return float("inf")
+
+
+def _scheduled_detail() -> str:
+    return (
+        "it is scheduled for deletion and can be restored with "
+        "`aws secretsmanager restore-secret` (or provider.restore(name)) until its recovery "
+        "window ends"
+    )
