@@ -1,0 +1,308 @@
+"""The Vault connection: one hvac client over a pooled, retrying session; login; error translation.
+
+The KV v2 logic lives in :mod:`rotation.providers.vault`; this module is everything below it:
+
+- ``build_session`` — a ``requests.Session`` with a urllib3 ``Retry`` (429/5xx, connection and
+  read errors, every method incl. POST and LIST: our writes are check-and-set or idempotent, so a
+  re-sent request can never double-write silently) with exponential backoff and jitter;
+- ``TokenAuth`` / ``AppRoleAuth`` / ``KubernetesAuth`` and ``auth_from_env``;
+- ``VaultConnection.call`` — runs one hvac call, logs in on first use, tells an invalid token
+  (``AuthenticationFailed``, after one fresh login for AppRole/Kubernetes) from a valid token
+  without the policy (``PermissionDenied``, via ``lookup-self``), and translates every other
+  hvac/requests error at the boundary.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import hvac
+import hvac.exceptions as hv
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from rotation.errors import (
+    AuthenticationFailed,
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    KeyturnError,
+    PermissionDenied,
+    SecretNotFound,
+    VersionConflict,
+)
+
+__all__ = [
+    "AppRoleAuth",
+    "KubernetesAuth",
+    "TokenAuth",
+    "VaultAuth",
+    "VaultConnection",
+    "auth_from_env",
+    "build_session",
+]
+
+T = TypeVar("T")
+
+DEFAULT_K8S_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_METHODS = frozenset({"GET", "HEAD", "LIST", "POST", "PUT", "PATCH", "DELETE"})
+_FAILED = "Vault authentication failed: "
+
+
+def build_session(
+    verify: bool | str = True, retries: int = 4, backoff: float = 0.2, backoff_max: float = 2.0
+) -> requests.Session:
+    """A pooled session retrying 429/5xx and dropped connections with backoff and jitter."""
+    retry = Retry(
+        total=retries,
+        connect=min(retries, 3),
+        read=retries,
+        status=retries,
+        other=0,
+        allowed_methods=RETRY_METHODS,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=backoff,
+        backoff_max=backoff_max,
+        backoff_jitter=backoff / 2,
+        respect_retry_after_header=True,
+        raise_on_status=False,  # the last 5xx reaches hvac, which names it
+    )
+    session = requests.Session()
+    session.verify = verify
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class VaultAuth:
+    """How the provider gets a token; ``login`` is None for a static token."""
+
+    method = "token"
+    #: What to check when Vault refuses the credentials (ends the error message).
+    hint = ""
+
+    def login(self, client: hvac.Client) -> str | None:
+        """A fresh client token, or None when this method cannot log in again."""
+        return None
+
+
+@dataclass(frozen=True, repr=False)
+class TokenAuth(VaultAuth):
+    """A static token (``VAULT_TOKEN``)."""
+
+    token: str
+    method = "token"
+    hint = (
+        "check that VAULT_TOKEN is valid and not expired or revoked (`vault login`, "
+        "`vault token lookup`) and that VAULT_ADDR points at the right server."
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class AppRoleAuth(VaultAuth):
+    """AppRole login (``VAULT_ROLE_ID``, ``VAULT_SECRET_ID``, ``VAULT_APPROLE_MOUNT``)."""
+
+    role_id: str
+    secret_id: str | None = None
+    mount: str = "approle"
+    method = "approle"
+    hint = (
+        "check VAULT_ROLE_ID and VAULT_SECRET_ID (the secret id may have expired or used up its "
+        "uses), VAULT_APPROLE_MOUNT, and that VAULT_ADDR points at the right server."
+    )
+
+    def login(self, client: hvac.Client) -> str | None:
+        answer = client.auth.approle.login(
+            role_id=self.role_id, secret_id=self.secret_id, mount_point=self.mount, use_token=False
+        )
+        return str(answer["auth"]["client_token"])
+
+
+@dataclass(frozen=True, repr=False)
+class KubernetesAuth(VaultAuth):
+    """Kubernetes login with the pod's service-account token (``VAULT_ROLE``)."""
+
+    role: str
+    token_path: str = DEFAULT_K8S_TOKEN_PATH
+    mount: str = "kubernetes"
+    method = "kubernetes"
+    hint = (
+        "check VAULT_ROLE, the service-account token at VAULT_K8S_TOKEN_PATH, VAULT_K8S_MOUNT, "
+        "and that VAULT_ADDR points at the right server."
+    )
+
+    def login(self, client: hvac.Client) -> str | None:
+        try:
+            jwt = Path(self.token_path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AuthenticationFailed(
+                f"{_FAILED}cannot read the Kubernetes service-account token at "
+                f"{self.token_path} ({exc.strerror}); set VAULT_K8S_TOKEN_PATH."
+            ) from exc
+        answer = client.auth.kubernetes.login(
+            role=self.role, jwt=jwt, mount_point=self.mount, use_token=False
+        )
+        return str(answer["auth"]["client_token"])
+
+
+def auth_from_env(environ: Mapping[str, str]) -> VaultAuth:
+    """AppRole if ``VAULT_ROLE_ID`` is set, else Kubernetes if ``VAULT_ROLE``, else a token."""
+    env = {k: v.strip() for k, v in environ.items() if k.startswith("VAULT_") and v.strip()}
+    if "VAULT_ROLE_ID" in env:
+        return AppRoleAuth(
+            env["VAULT_ROLE_ID"],
+            env.get("VAULT_SECRET_ID"),
+            env.get("VAULT_APPROLE_MOUNT", "approle"),
+        )
+    if "VAULT_ROLE" in env:
+        return KubernetesAuth(
+            env["VAULT_ROLE"],
+            env.get("VAULT_K8S_TOKEN_PATH", DEFAULT_K8S_TOKEN_PATH),
+            env.get("VAULT_K8S_MOUNT", "kubernetes"),
+        )
+    if "VAULT_TOKEN" in env:
+        return TokenAuth(env["VAULT_TOKEN"])
+    raise ConfigurationError(
+        "Vault credentials are not configured: set VAULT_TOKEN, or VAULT_ROLE_ID and "
+        "VAULT_SECRET_ID (AppRole), or VAULT_ROLE (Kubernetes)."
+    )
+
+
+class VaultConnection:
+    """One hvac client, its credentials and the translation of its errors."""
+
+    def __init__(
+        self,
+        address: str,
+        auth: VaultAuth,
+        *,
+        verify: bool | str = True,
+        namespace: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 4,
+    ) -> None:
+        self.address = address
+        self.auth = auth
+        self.session = build_session(verify, retries)
+        self.client = hvac.Client(
+            url=address,
+            token=auth.token if isinstance(auth, TokenAuth) else "",
+            verify=verify,
+            timeout=(min(timeout, 5.0), timeout),
+            namespace=namespace,
+            session=self.session,
+        )
+        self._login_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def call(self, operation: Callable[[hvac.Client], T], name: str | None = None) -> T:
+        """Run ``operation``; log in again once if the token went stale; translate errors."""
+        relogged = False
+        while True:
+            token = self._token()
+            try:
+                return operation(self.client)
+            except hv.Forbidden as exc:
+                if self._token_is_valid():
+                    raise PermissionDenied(
+                        f"Permission denied by Vault at {self.address}"
+                        + (f" for secret {name!r}" if name else "")
+                        + ": the token is valid but its policies do not allow this; "
+                        "grant the capability on the path (`vault token capabilities`)."
+                    ) from exc
+                if relogged or isinstance(self.auth, TokenAuth):
+                    raise self._refused() from exc
+                self._login(stale=token)
+                relogged = True
+            except (hv.VaultError, requests.RequestException) as exc:
+                raise translate(exc, self.address, name) from exc
+
+    def _token(self) -> str:
+        token: str = self.client.token or ""
+        if not token:
+            token = self._login(stale="")
+        return token
+
+    def _login(self, stale: str) -> str:
+        """Log in unless another thread already replaced the ``stale`` token."""
+        with self._login_lock:
+            if self.client.token and self.client.token != stale:
+                return str(self.client.token)
+            try:
+                token = self.auth.login(self.client)
+            except hv.VaultError as exc:
+                if isinstance(
+                    exc, hv.InvalidRequest | hv.Forbidden | hv.Unauthorized | hv.InvalidPath
+                ):
+                    raise self._refused() from exc
+                raise translate(exc, self.address, None) from exc
+            except requests.RequestException as exc:
+                raise translate(exc, self.address, None) from exc
+            if token is None:
+                raise self._refused()
+            self.client.token = token
+            return token
+
+    def _token_is_valid(self) -> bool:
+        """``GET /v1/auth/token/lookup-self``: does Vault still accept our token?"""
+        try:
+            self.client.auth.token.lookup_self()
+        except hv.Forbidden:
+            return False
+        except (hv.VaultError, requests.RequestException) as exc:
+            raise translate(exc, self.address, None) from exc
+        return True
+
+    def _refused(self) -> AuthenticationFailed:
+        return AuthenticationFailed(
+            f"{_FAILED}Vault at {self.address} refused the {self.auth.method} credentials; "
+            + self.auth.hint
+        )
+
+
+def translate(exc: BaseException, address: str, name: str | None) -> KeyturnError:
+    """The Keyturn error for an hvac or requests error, most specific first."""
+    if isinstance(exc, hv.InvalidPath):
+        return SecretNotFound(name or "?")
+    if isinstance(exc, hv.InvalidRequest) and "check-and-set" in str(exc.args[0] or ""):
+        return VersionConflict(
+            f"Version conflict on {name!r}: another writer changed it first; "
+            "read it again and retry."
+        )
+    if isinstance(exc, hv.Forbidden | hv.Unauthorized):
+        return AuthenticationFailed(f"{_FAILED}Vault at {address} refused the request.")
+    unavailable = (
+        hv.RateLimitExceeded,
+        hv.InternalServerError,
+        hv.BadGateway,
+        hv.VaultDown,
+        hv.VaultNotInitialized,
+    )
+    if isinstance(exc, unavailable):
+        return BackendUnavailable(
+            f"Vault at {address} is unavailable ({type(exc).__name__}: sealed, down or "
+            "throttling) after retries; retry later or check `vault status`."
+        )
+    if isinstance(exc, requests.exceptions.SSLError):
+        return BackendError(
+            f"TLS verification of Vault at {address} failed: set VAULT_CACERT to the CA bundle "
+            "that signed the server certificate."
+        )
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return BackendUnavailable(
+            f"Vault at {address} is unreachable or timing out ({type(exc).__name__}) after "
+            "retries; check VAULT_ADDR and that the server is running."
+        )
+    if isinstance(exc, hv.VaultError):
+        detail = "; ".join(str(e) for e in (exc.errors or []))[:300] or type(exc).__name__
+        return BackendError(f"Vault at {address} refused the request: {detail}.")
+    return BackendError(f"Request to Vault at {address} failed: {type(exc).__name__}.")
