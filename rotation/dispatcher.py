@@ -1,0 +1,331 @@
+"""The dispatcher tick: sync policies, start runs for due secrets, re-enqueue stalled runs.
+
+Postgres is the clock: due-ness is ``schedules.next_due_at``, claimed with a conditional UPDATE,
+so two beats (or two ticks at once) never start the same rotation twice, and a restarted beat
+neither resets a clock nor fires early. Every query here is indexed and touches only due rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rotation.ledger.models import PolicyRow, Run, Schedule
+from rotation.policy import Policy, PolicyError, load_policies
+from rotation.runtime import Runtime
+from rotation.schedule import in_window, next_due, next_window_start
+from rotation.states import RunState
+
+__all__ = ["Dispatcher", "TickReport", "new_run"]
+
+log = logging.getLogger("keyturn.dispatcher")
+
+_OPEN_STATES_SQL = "runs.state NOT IN ('succeeded', 'failed', 'needs_attention')"
+
+
+@dataclass
+class TickReport:
+    """Runs to enqueue (``(run_id, state)``) and what the tick did."""
+
+    enqueue: list[tuple[int, str]] = field(default_factory=list)
+    started: int = 0
+    recovered: int = 0
+    deferred: int = 0
+    synced: bool = False
+    errors: list[PolicyError] = field(default_factory=list)
+
+
+def new_run(
+    session: Session,
+    *,
+    secret: str,
+    policy_row: PolicyRow,
+    policy: Policy,
+    trigger: str,
+    actor: str,
+    now: datetime,
+) -> Run | None:
+    """Insert a pending run unless the secret already has an active one (then None)."""
+    run = Run(
+        secret=secret,
+        policy_name=policy_row.name,
+        provider=policy.provider,
+        trigger=trigger,
+        actor=actor,
+        state=RunState.PENDING.value,
+        attempt=0,
+        max_attempts=policy.max_attempts,
+        token=uuid.uuid4().hex,
+        created_at=now,
+        updated_at=now,
+        state_entered_at=now,
+        enqueued_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        return None
+    return run
+
+
+class Dispatcher:
+    """One tick of the scheduler; safe to run from any number of processes at once."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        schedules_dir: str | Path,
+        *,
+        batch: int = 1000,
+        redeliver_after: timedelta = timedelta(seconds=60),
+        glob_refresh: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self.runtime = runtime
+        self.schedules_dir = Path(schedules_dir)
+        self.batch = batch
+        self.redeliver_after = redeliver_after
+        self.glob_refresh = glob_refresh
+        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self._last_sync: datetime | None = None
+        self._reported_errors: set[str] = set()
+
+    def tick(self) -> TickReport:
+        report = TickReport()
+        now = self.runtime.clock()
+        self.sync_policies(now, report)
+        self.start_due_runs(now, report)
+        self.recover_stalled(now, report)
+        return report
+
+    # --- 1. policies ---------------------------------------------------------------------
+
+    def _files_signature(self) -> tuple[tuple[str, int, int], ...]:
+        if self.schedules_dir.is_file():
+            paths = [self.schedules_dir]
+        else:
+            paths = sorted(
+                p for p in self.schedules_dir.glob("*") if p.suffix in (".yaml", ".yml")
+            )
+        signature = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            signature.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(signature)
+
+    def sync_policies(self, now: datetime, report: TickReport | None = None) -> None:
+        """Bring ``policies`` and ``schedules`` in line with the files, on change only."""
+        signature = self._files_signature()
+        stale = self._last_sync is None or now - self._last_sync >= self.glob_refresh
+        if signature == self._signature and not stale:
+            return
+        loaded = load_policies(self.schedules_dir)
+        for error in loaded.errors:
+            if str(error) not in self._reported_errors:
+                self._reported_errors.add(str(error))
+                log.error(
+                    "invalid policy file, its policies are left as they were: %s",
+                    error,
+                    extra={"action": "policy.invalid", "file": error.file},
+                )
+        broken_files = {str(Path(e.file)) for e in loaded.errors}
+        with self.runtime.ledger.transaction() as session:
+            rows = {row.name: row for row in session.scalars(select(PolicyRow))}
+            wanted = {p.name: p for p in loaded.policies}
+            changed: list[Policy] = []
+            for policy in loaded.policies:
+                row = rows.get(policy.name)
+                if row is None or row.spec_hash != policy.spec_hash:
+                    changed.append(policy)
+                    self._upsert_policy(session, row, policy, now)
+            for name, row in rows.items():
+                if name not in wanted and str(Path(row.source)) not in broken_files:
+                    session.delete(row)
+                    log.info("policy removed", extra={"action": "policy.removed", "policy": name})
+            session.flush()
+            self._sync_schedules(session, loaded.policies, changed, now, refresh_globs=stale)
+        self._signature = signature
+        if stale:
+            self._last_sync = now
+        if report is not None:
+            report.synced = True
+            report.errors = list(loaded.errors)
+
+    def _upsert_policy(
+        self, session: Session, row: PolicyRow | None, policy: Policy, now: datetime
+    ) -> None:
+        spec = policy.model_dump(mode="json")
+        source = str(getattr(policy, "source", "") or self.schedules_dir)
+        if row is None:
+            session.add(
+                PolicyRow(
+                    name=policy.name,
+                    source=source,
+                    spec=spec,
+                    spec_hash=policy.spec_hash,
+                    paused=policy.paused,
+                    updated_at=now,
+                )
+            )
+        else:
+            row.source, row.spec, row.spec_hash = source, spec, policy.spec_hash
+            row.paused, row.updated_at = policy.paused, now
+        log.info("policy synced", extra={"action": "policy.synced", "policy": policy.name})
+
+    def _secrets_of(self, policy: Policy) -> list[str]:
+        exact = [p for p in policy.patterns if not Policy.is_glob(p)]
+        if len(exact) == len(policy.patterns):
+            return exact
+        names = self.runtime.provider(policy.provider).list()
+        return sorted({n for n in names if policy.matches(n)} | set(exact))
+
+    def _sync_schedules(
+        self,
+        session: Session,
+        policies: Iterable[Policy],
+        changed: list[Policy],
+        now: datetime,
+        *,
+        refresh_globs: bool,
+    ) -> None:
+        changed_names = {p.name for p in changed}
+        for policy in policies:
+            has_glob = any(Policy.is_glob(p) for p in policy.patterns)
+            if policy.name not in changed_names and not (has_glob and refresh_globs):
+                continue
+            try:
+                secrets = set(self._secrets_of(policy))
+            except Exception as exc:  # the backend is down: try again at the next refresh
+                log.warning(
+                    "cannot list secrets for policy %s: %s",
+                    policy.name,
+                    type(exc).__name__,
+                    extra={"action": "policy.list_failed", "policy": policy.name},
+                )
+                continue
+            existing = {
+                s.secret: s
+                for s in session.scalars(select(Schedule).where(Schedule.secret.in_(secrets)))
+            }
+            for secret in sorted(secrets):
+                schedule = existing.get(secret)
+                if schedule is None:
+                    session.add(
+                        Schedule(
+                            secret=secret,
+                            policy_name=policy.name,
+                            next_due_at=next_due(policy, secret, None, now),
+                        )
+                    )
+                elif schedule.policy_name != policy.name:
+                    log.error(
+                        "secret %s is claimed by policies %s and %s; keeping %s",
+                        secret,
+                        schedule.policy_name,
+                        policy.name,
+                        schedule.policy_name,
+                        extra={"action": "policy.conflict", "secret": secret},
+                    )
+                elif policy.name in changed_names and schedule.next_due_at is not None:
+                    schedule.next_due_at = next_due(
+                        policy, secret, schedule.last_rotated_at, now
+                    )
+            session.execute(
+                delete(Schedule).where(
+                    Schedule.policy_name == policy.name,
+                    Schedule.secret.not_in(secrets),
+                    Schedule.next_due_at.is_not(None),
+                )
+            )
+
+    # --- 2. due runs ---------------------------------------------------------------------
+
+    def start_due_runs(self, now: datetime, report: TickReport | None = None) -> list[int]:
+        """Create a run for every due, unpaused, in-window secret; returns the new run ids."""
+        started: list[int] = []
+        with self.runtime.ledger.transaction() as session:
+            due = session.execute(
+                select(Schedule.secret, PolicyRow)
+                .join(PolicyRow, PolicyRow.name == Schedule.policy_name)
+                .where(Schedule.next_due_at <= now, PolicyRow.paused.is_(False))
+                .order_by(Schedule.next_due_at)
+                .limit(self.batch)
+            ).all()
+            claimable: dict[str, tuple[PolicyRow, Policy]] = {}
+            for secret, row in due:
+                policy = self.runtime.policy(row)
+                if in_window(policy, now):
+                    claimable[secret] = (row, policy)
+                    continue
+                session.execute(
+                    update(Schedule)
+                    .where(Schedule.secret == secret, Schedule.next_due_at <= now)
+                    .values(next_due_at=next_window_start(policy, now))
+                )
+                if report is not None:
+                    report.deferred += 1
+            if claimable:
+                claimed = session.scalars(
+                    update(Schedule)
+                    .where(Schedule.secret.in_(claimable), Schedule.next_due_at <= now)
+                    .values(next_due_at=None)
+                    .returning(Schedule.secret)
+                ).all()
+                for secret in claimed:
+                    row, policy = claimable[secret]
+                    run = new_run(
+                        session,
+                        secret=secret,
+                        policy_row=row,
+                        policy=policy,
+                        trigger="schedule",
+                        actor="scheduler",
+                        now=now,
+                    )
+                    if run is not None:
+                        started.append(run.id)
+        for run_id in started:
+            log.info("run started", extra={"action": "run.started", "run_id": run_id})
+        if report is not None:
+            report.started += len(started)
+            report.enqueue.extend((run_id, RunState.PENDING.value) for run_id in started)
+        return started
+
+    # --- 3. crash recovery ---------------------------------------------------------------
+
+    def recover_stalled(self, now: datetime, report: TickReport | None = None) -> list[int]:
+        """Re-enqueue open runs that are ready, unleased, and not enqueued recently."""
+        cutoff = now - self.redeliver_after
+        ready = (
+            text(_OPEN_STATES_SQL),
+            (Run.next_attempt_at.is_(None)) | (Run.next_attempt_at <= now),
+            (Run.lease_expires_at.is_(None)) | (Run.lease_expires_at < now),
+            (Run.enqueued_at.is_(None)) | (Run.enqueued_at < cutoff),
+        )
+        with self.runtime.ledger.transaction() as session:
+            candidates = select(Run.id).where(*ready).limit(self.batch)
+            if self.runtime.ledger.dialect == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            rows = session.execute(
+                update(Run)
+                .where(Run.id.in_(candidates.scalar_subquery()), *ready)
+                .values(enqueued_at=now)
+                .returning(Run.id, Run.state)
+            ).all()
+        if report is not None:
+            report.recovered += len(rows)
+            report.enqueue.extend((run_id, state) for run_id, state in rows)
+        return [run_id for run_id, _ in rows]
+

@@ -1,0 +1,81 @@
+"""Per-process resources the engine uses: the ledger, providers, rotators and policies."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from rotation.config import Settings
+from rotation.errors import ConfigurationError
+from rotation.ledger.db import Ledger
+from rotation.ledger.models import PolicyRow
+from rotation.policy import Policy
+from rotation.providers.base import Provider
+from rotation.providers.registry import create_provider
+from rotation.rotators.base import Rotator
+from rotation.rotators.registry import get_rotator
+
+__all__ = ["Clock", "Runtime", "utcnow"]
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    """What one worker process shares across tasks; build one per process (after fork)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        environ: Mapping[str, str] | None = None,
+        clock: Clock = utcnow,
+        worker_id: str | None = None,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.environ = dict(os.environ if environ is None else environ)
+        self.clock = clock
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.default_provider = Settings.from_env(self.environ).provider
+        self._providers: dict[str, Provider] = dict(providers or {})
+        self._policies: dict[str, tuple[str, Policy]] = {}
+        self._lock = threading.Lock()
+
+    def provider(self, alias: str | None) -> Provider:
+        """The provider for ``alias`` (None = SECRETS_PROVIDER), built once."""
+        key = alias or self.default_provider
+        with self._lock:
+            if key not in self._providers:
+                self._providers[key] = create_provider(key, self.environ)
+            return self._providers[key]
+
+    def rotator(self, kind: str) -> Rotator:
+        return get_rotator(kind)
+
+    def policy(self, row: PolicyRow) -> Policy:
+        """The validated policy of a ledger row, parsed once per spec."""
+        cached = self._policies.get(row.name)
+        if cached is not None and cached[0] == row.spec_hash:
+            return cached[1]
+        try:
+            policy = Policy.model_validate(row.spec)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"Policy {row.name!r} stored in the ledger no longer validates; fix "
+                f"{row.source} and let the dispatcher sync it ({exc.__class__.__name__})."
+            ) from None
+        self._policies[row.name] = (row.spec_hash, policy)
+        return policy
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            provider.close()
+        self._providers.clear()
+        self.ledger.dispose()

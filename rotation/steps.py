@@ -1,0 +1,134 @@
+"""The body of each step of a rotation run. Each is idempotent: re-run after a crash, it finds
+its effect already there and returns early (AWS's rotation contract, keyed by the run's token)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from rotation.errors import SecretNotFound, VersionConflict
+from rotation.policy import Policy
+from rotation.providers.base import Provider
+from rotation.rotators.base import RotationContext, Rotator
+from rotation.states import RunState
+from rotation.values import Stage
+
+__all__ = ["STEPS", "StepInput", "StepResult", "rollback_where_safe"]
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """Everything a step may use; no secret value is kept here."""
+
+    secret: str
+    token: str
+    policy: Policy
+    provider: Provider
+    rotator: Rotator
+    context: RotationContext
+    from_version: str | None
+    state_entered_at: datetime
+    now: datetime
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step achieved: done (move on), or wait until ``wait_until`` and ask again."""
+
+    wait_until: datetime | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    note: str | None = None
+
+
+def create(step: StepInput) -> StepResult:
+    """Store a new value as PENDING under the run's token (persist before apply)."""
+    try:
+        pending = step.provider.read(step.secret, stage=Stage.PENDING)
+        if pending.token == step.token:
+            return StepResult(from_version=step.from_version, note="pending already staged")
+    except SecretNotFound:
+        pass
+    current = step.provider.read(step.secret)
+    value = step.rotator.create(step.context, current.value)
+    try:
+        step.provider.stage_pending(step.secret, value, token=step.token)
+    except VersionConflict:
+        # our token already holds a pending value (a crash after staging): keep that one
+        if step.provider.read(step.secret, stage=Stage.PENDING).token != step.token:
+            raise
+    return StepResult(from_version=current.version_id)
+
+
+def apply(step: StepInput) -> StepResult:
+    step.rotator.apply(step.context)
+    return StepResult()
+
+
+def test(step: StepInput) -> StepResult:
+    step.rotator.test(step.context)
+    return StepResult()
+
+
+def promote(step: StepInput) -> StepResult:
+    """Pending becomes current; the old value stays valid as PREVIOUS (dual-publish)."""
+    return StepResult(to_version=step.provider.promote(step.secret, token=step.token))
+
+
+def restart(step: StepInput) -> StepResult:
+    """Consumers move to the new value. Strategy ``none``: nothing to wait for."""
+    return StepResult(note=f"restart strategy {step.policy.restart.strategy}")
+
+
+def retire(step: StepInput) -> StepResult:
+    """Revoke the old credential once the policy's grace has passed since the restart."""
+    grace_ends = step.state_entered_at + step.policy.retire_after
+    if step.now < grace_ends:
+        return StepResult(wait_until=grace_ends)
+    previous = step.context.previous()
+    if previous is None:
+        return StepResult(note="no previous version to retire")
+    if step.from_version is not None and previous.version_id != step.from_version:
+        return StepResult(note="previous version changed since the run started; left as is")
+    step.rotator.retire(step.context, previous.value)
+    return StepResult()
+
+
+def finish(step: StepInput) -> StepResult:
+    return StepResult()
+
+
+#: The step that leaves each state.
+STEPS: dict[RunState, tuple[str, Callable[[StepInput], StepResult]]] = {
+    RunState.PENDING: ("create", create),
+    RunState.CREATED: ("apply", apply),
+    RunState.APPLIED: ("test", test),
+    RunState.TESTED: ("promote", promote),
+    RunState.PROMOTED: ("restart", restart),
+    RunState.RESTARTED: ("retire", retire),
+    RunState.RETIRED: ("finish", finish),
+}
+
+
+def rollback_where_safe(step: StepInput, state: RunState) -> str:
+    """Put the backend and target back on the old value, where that is still safe.
+
+    Before promotion the pending value is discarded; after promotion (and before the retire
+    step started) the previous version is re-promoted. From the retire step on, the new value
+    is current and working, and the old one may be partly revoked: nothing is undone."""
+    if state in (RunState.RESTARTED, RunState.RETIRED):
+        return "no rollback: the new value is current and the old one may be revoked"
+    current = step.provider.read(step.secret)
+    if current.token == step.token:
+        step.provider.rollback(step.secret, token=step.token)
+        step.rotator.undo(step.context)
+        return "rolled back: the previous version is current again"
+    step.provider.discard_pending(step.secret, token=step.token)
+    if state is not RunState.PENDING:
+        step.rotator.undo(step.context)
+    return "rolled back: the pending value was discarded"
+
+
+#: How long a failed (rolled back) run waits before the schedule tries the secret again.
+FAILED_RETRY_DELAY = timedelta(hours=1)
