@@ -75,9 +75,12 @@ def test_pending_is_invisible_until_promoted(provider: Provider) -> None:
     pending_id = provider.stage_pending(name, "new", token=token)
     assert provider.read(name).value == "old"
     assert provider.read(name, stage=Stage.PENDING).value == "new"
+    # the engine recognises its own pending and promoted versions by token
+    assert provider.read(name, stage=Stage.PENDING).token == token
     assert provider.stage_pending(name, "new", token=token) == pending_id  # idempotent
     current_id = provider.promote(name, token=token)
     assert provider.read(name).value == "new"
+    assert provider.read(name).token == token
     assert provider.read(name, stage=Stage.PREVIOUS).value == "old"
     assert provider.promote(name, token=token) == current_id  # idempotent
     with pytest.raises(SecretNotFound):
