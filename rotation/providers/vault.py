@@ -26,16 +26,20 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import hvac
 from hvac import utils as hvac_utils
 
-from rotation.errors import ConfigurationError, SecretNotFound, VersionConflict
+from rotation.errors import InvalidSecretName, SecretNotFound, VersionConflict
 from rotation.names import validate_name, validate_prefix
 from rotation.providers.base import Capability
-from rotation.providers.vault_auth import VaultAuth, VaultConnection, auth_from_env
+from rotation.providers.vault_auth import (
+    VaultAuth,
+    VaultConnection,
+    clean_path,
+    settings_from_env,
+)
 from rotation.values import (
     SecretValue,
     SecretVersion,
@@ -53,8 +57,6 @@ MAX_TOKEN_CLAIMS = 20
 OBJECT_KEY = "__keyturn_object__"
 PENDING_DIR = ".keyturn/pending/"
 _CLAIM = "keyturn-token-"
-_TRUE = {"1", "t", "true", "yes", "on"}
-_FALSE = {"0", "f", "false", "no", "off", ""}
 
 
 def encode_data(value: SecretValue) -> dict[str, Any]:
@@ -114,8 +116,8 @@ class VaultProvider:
         timeout: float = 10.0,
         retries: int = 4,
     ) -> None:
-        self.mount = _clean_path("VAULT_MOUNT_POINT", mount_point) or "secret"
-        prefix = _clean_path("VAULT_PATH_PREFIX", path_prefix)
+        self.mount = clean_path("VAULT_MOUNT_POINT", mount_point) or "secret"
+        prefix = clean_path("VAULT_PATH_PREFIX", path_prefix)
         self.prefix = f"{prefix}/" if prefix else ""
         self._conn = VaultConnection(
             address, auth, verify=verify, namespace=namespace, timeout=timeout, retries=retries
@@ -123,29 +125,8 @@ class VaultProvider:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VaultProvider:
-        """``VAULT_ADDR`` (required), credentials (see ``auth_from_env``), ``VAULT_MOUNT_POINT``,
-        ``VAULT_PATH_PREFIX``, ``VAULT_CACERT``, ``VAULT_SKIP_VERIFY``, ``VAULT_NAMESPACE``,
-        ``VAULT_CLIENT_TIMEOUT``, ``VAULT_MAX_RETRIES``."""
-        address = (environ.get("VAULT_ADDR") or "").strip().rstrip("/")
-        if not address:
-            raise ConfigurationError(
-                "VAULT_ADDR is not set: set it to the Vault server URL, "
-                "e.g. VAULT_ADDR=https://vault.example.com:8200."
-            )
-        if not address.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"VAULT_ADDR must start with http:// or https://, not {address!r}."
-            )
-        return cls(
-            address,
-            auth_from_env(environ),
-            mount_point=environ.get("VAULT_MOUNT_POINT") or "secret",
-            path_prefix=environ.get("VAULT_PATH_PREFIX", ""),
-            verify=_verify_from_env(environ),
-            namespace=(environ.get("VAULT_NAMESPACE") or "").strip() or None,
-            timeout=_number(environ, "VAULT_CLIENT_TIMEOUT", 10.0),
-            retries=int(_number(environ, "VAULT_MAX_RETRIES", 4)),
-        )
+        """Configured from ``VAULT_*`` variables; see :func:`settings_from_env`."""
+        return cls(**settings_from_env(environ))
 
     @property
     def client(self) -> hvac.Client:
@@ -186,9 +167,7 @@ class VaultProvider:
                 f"Version conflict on {name!r}: {expected_version!r} is not a Vault KV version."
             )
         version = self._cas_write(self._path(name), data, cas, name)
-        log.info(
-            "secret written", extra={"action": "vault.write", "secret": name, "version": version}
-        )
+        _log("secret written", "vault.write", name, version)
         return str(version)
 
     def stage_pending(self, name: str, value: SecretValue, *, token: str) -> str:
@@ -215,7 +194,7 @@ class VaultProvider:
                     raise _token_reused(name, token)
                 return str(version)
         self._cas_write(self._pending_path(name), {"token": token, "data": data}, cas, name)
-        log.info("pending staged", extra={"action": "vault.stage_pending", "secret": name})
+        _log("pending staged", "vault.stage_pending", name)
         return token
 
     def promote(self, name: str, *, token: str) -> str:
@@ -232,9 +211,7 @@ class VaultProvider:
                 landed = self._cas_write(self._path(name), pending.data, current, name)
             self._claim(name, landed, token)
             self._drop_pending(name)
-            log.info(
-                "promoted", extra={"action": "vault.promote", "secret": name, "version": landed}
-            )
+            _log("promoted", "vault.promote", name, landed)
             if landed < current:
                 raise _superseded(name, token, landed, current)
             return str(landed)
@@ -270,9 +247,7 @@ class VaultProvider:
         version = self._cas_write(self._path(name), data, current, name)
         if previous in claims:
             self._claim(name, version, claims[previous])
-        log.info(
-            "rolled back", extra={"action": "vault.rollback", "secret": name, "version": version}
-        )
+        _log("rolled back", "vault.rollback", name, version)
         return str(version)
 
     def list(self, prefix: str = "") -> list[str]:
@@ -299,15 +274,9 @@ class VaultProvider:
         KV v2 has no recovery window, so ``force`` changes nothing."""
         validate_name(name)
         self._metadata(name)
-        path = self._path(name)
-        self._conn.call(
-            lambda c: c.secrets.kv.v2.delete_metadata_and_all_versions(
-                path, mount_point=self.mount
-            ),
-            name,
-        )
+        self._delete_all(self._path(name), name)
         self._drop_pending(name)
-        log.info("secret deleted", extra={"action": "vault.delete", "secret": name})
+        _log("secret deleted", "vault.delete", name)
 
     def versions(self, name: str) -> builtins.list[VersionInfo]:
         validate_name(name)
@@ -410,13 +379,11 @@ class VaultProvider:
 
     def _drop_pending(self, name: str) -> None:
         """``DELETE /v1/{mount}/metadata/{.keyturn/pending/path}`` (204 even when absent)."""
-        path = self._pending_path(name)
-        self._conn.call(
-            lambda c: c.secrets.kv.v2.delete_metadata_and_all_versions(
-                path, mount_point=self.mount
-            ),
-            name,
-        )
+        self._delete_all(self._pending_path(name), name)
+
+    def _delete_all(self, path: str, name: str) -> None:
+        kv2 = self.client.secrets.kv.v2
+        self._conn.call(lambda _: kv2.delete_metadata_and_all_versions(path, self.mount), name)
 
     def _landed(self, name: str, meta: Mapping[str, Any], pending: _Pending) -> int | None:
         """The KV version an interrupted promotion of ``pending`` already wrote, if any."""
@@ -468,6 +435,10 @@ class VaultProvider:
         return [str(k) for k in (answer.get("data") or {}).get("keys") or []]
 
 
+def _log(message: str, action: str, name: str, version: int | None = None) -> None:
+    log.info(message, extra={"action": action, "secret": name, "version": version})
+
+
 # --- metadata helpers -------------------------------------------------------------------
 
 
@@ -508,7 +479,7 @@ def _time(text: object) -> datetime | None:
 def _is_valid(name: str) -> bool:
     try:
         validate_name(name)
-    except Exception:
+    except InvalidSecretName:
         return False
     return True
 
@@ -524,47 +495,3 @@ def _superseded(name: str, token: str, version: int, current: int) -> VersionCon
         f"Version conflict on {name!r}: token {token} was promoted as version {version}, "
         f"but version {current} is current now."
     )
-
-
-# --- configuration helpers --------------------------------------------------------------
-
-
-def _clean_path(variable: str, raw: str) -> str:
-    path = raw.strip().strip("/")
-    if not path:
-        return ""
-    try:
-        validate_name(path)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"{variable}={raw!r} is not a usable KV path: use '/'-separated parts of letters, "
-            "digits, '_', '.' and '-', none starting with '.'."
-        ) from exc
-    return path
-
-
-def _verify_from_env(environ: Mapping[str, str]) -> bool | str:
-    skip = (environ.get("VAULT_SKIP_VERIFY") or "").strip().lower()
-    if skip not in _TRUE | _FALSE:
-        raise ConfigurationError(f"VAULT_SKIP_VERIFY must be true or false, not {skip!r}.")
-    if skip in _TRUE:
-        return False
-    cacert = (environ.get("VAULT_CACERT") or "").strip()
-    if not cacert:
-        return True
-    if not Path(cacert).is_file():
-        raise ConfigurationError(f"VAULT_CACERT={cacert!r} is not a readable CA bundle file.")
-    return cacert
-
-
-def _number(environ: Mapping[str, str], variable: str, default: float) -> float:
-    raw = (environ.get(variable) or "").strip().removesuffix("s")
-    if not raw:
-        return default
-    try:
-        number = float(raw)
-    except ValueError:
-        number = -1.0
-    if not number >= 0:
-        raise ConfigurationError(f"{variable} must be a non-negative number, not {raw!r}.")
-    return number

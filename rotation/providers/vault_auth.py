@@ -1,10 +1,11 @@
-"""The Vault connection: one hvac client over a pooled, retrying session; login; error translation.
+"""The Vault connection: settings, one hvac client over a pooled retrying session, login, errors.
 
 The KV v2 logic lives in :mod:`rotation.providers.vault`; this module is everything below it:
 
 - ``build_session`` — a ``requests.Session`` with a urllib3 ``Retry`` (429/5xx, connection and
   read errors, every method incl. POST and LIST: our writes are check-and-set or idempotent, so a
   re-sent request can never double-write silently) with exponential backoff and jitter;
+- ``settings_from_env`` — the ``VAULT_*`` environment variables, checked;
 - ``TokenAuth`` / ``AppRoleAuth`` / ``KubernetesAuth`` and ``auth_from_env``;
 - ``VaultConnection.call`` — runs one hvac call, logs in on first use, tells an invalid token
   (``AuthenticationFailed``, after one fresh login for AppRole/Kubernetes) from a valid token
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions as hv
@@ -36,6 +37,7 @@ from rotation.errors import (
     SecretNotFound,
     VersionConflict,
 )
+from rotation.names import validate_name
 
 __all__ = [
     "AppRoleAuth",
@@ -45,6 +47,8 @@ __all__ = [
     "VaultConnection",
     "auth_from_env",
     "build_session",
+    "clean_path",
+    "settings_from_env",
 ]
 
 T = TypeVar("T")
@@ -53,6 +57,8 @@ DEFAULT_K8S_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_METHODS = frozenset({"GET", "HEAD", "LIST", "POST", "PUT", "PATCH", "DELETE"})
 _FAILED = "Vault authentication failed: "
+_TRUE = {"1", "t", "true", "yes", "on"}
+_FALSE = {"0", "f", "false", "no", "off", ""}
 
 
 def build_session(
@@ -175,6 +181,76 @@ def auth_from_env(environ: Mapping[str, str]) -> VaultAuth:
     )
 
 
+def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``VaultProvider`` arguments from ``VAULT_ADDR`` (required), the credentials
+    (:func:`auth_from_env`), ``VAULT_MOUNT_POINT``, ``VAULT_PATH_PREFIX``, ``VAULT_CACERT``,
+    ``VAULT_SKIP_VERIFY``, ``VAULT_NAMESPACE``, ``VAULT_CLIENT_TIMEOUT``, ``VAULT_MAX_RETRIES``."""
+    address = (environ.get("VAULT_ADDR") or "").strip().rstrip("/")
+    if not address:
+        raise ConfigurationError(
+            "VAULT_ADDR is not set: set it to the Vault server URL, "
+            "e.g. VAULT_ADDR=https://vault.example.com:8200."
+        )
+    if not address.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"VAULT_ADDR must start with http:// or https://, not {address!r}."
+        )
+    return {
+        "address": address,
+        "auth": auth_from_env(environ),
+        "mount_point": environ.get("VAULT_MOUNT_POINT") or "secret",
+        "path_prefix": environ.get("VAULT_PATH_PREFIX", ""),
+        "verify": _verify_from_env(environ),
+        "namespace": (environ.get("VAULT_NAMESPACE") or "").strip() or None,
+        "timeout": _number(environ, "VAULT_CLIENT_TIMEOUT", 10.0),
+        "retries": int(_number(environ, "VAULT_MAX_RETRIES", 4)),
+    }
+
+
+# --- configuration helpers --------------------------------------------------------------
+
+
+def clean_path(variable: str, raw: str) -> str:
+    path = raw.strip().strip("/")
+    if not path:
+        return ""
+    try:
+        validate_name(path)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{variable}={raw!r} is not a usable KV path: use '/'-separated parts of letters, "
+            "digits, '_', '.' and '-', none starting with '.'."
+        ) from exc
+    return path
+
+
+def _verify_from_env(environ: Mapping[str, str]) -> bool | str:
+    skip = (environ.get("VAULT_SKIP_VERIFY") or "").strip().lower()
+    if skip not in _TRUE | _FALSE:
+        raise ConfigurationError(f"VAULT_SKIP_VERIFY must be true or false, not {skip!r}.")
+    if skip in _TRUE:
+        return False
+    cacert = (environ.get("VAULT_CACERT") or "").strip()
+    if not cacert:
+        return True
+    if not Path(cacert).is_file():
+        raise ConfigurationError(f"VAULT_CACERT={cacert!r} is not a readable CA bundle file.")
+    return cacert
+
+
+def _number(environ: Mapping[str, str], variable: str, default: float) -> float:
+    raw = (environ.get(variable) or "").strip().removesuffix("s")
+    if not raw:
+        return default
+    try:
+        number = float(raw)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise ConfigurationError(f"{variable} must be a non-negative number, not {raw!r}.")
+    return number
+
+
 class VaultConnection:
     """One hvac client, its credentials and the translation of its errors."""
 
@@ -217,7 +293,8 @@ class VaultConnection:
                         f"Permission denied by Vault at {self.address}"
                         + (f" for secret {name!r}" if name else "")
                         + ": the token is valid but its policies do not allow this; "
-                        "grant the capability on the path (`vault token capabilities`)."
+                        "grant the capability on the path (`vault token capabilities`) and "
+                        "check VAULT_MOUNT_POINT and VAULT_PATH_PREFIX."
                     ) from exc
                 if relogged or isinstance(self.auth, TokenAuth):
                     raise self._refused() from exc
@@ -272,6 +349,11 @@ class VaultConnection:
 def translate(exc: BaseException, address: str, name: str | None) -> KeyturnError:
     """The Keyturn error for an hvac or requests error, most specific first."""
     if isinstance(exc, hv.InvalidPath):
+        if "no handler for route" in str(exc.args[0] or ""):
+            return BackendError(
+                f"Vault at {address} has nothing mounted at that path: check VAULT_MOUNT_POINT "
+                "names a KV v2 secrets engine (`vault secrets list`)."
+            )
         return SecretNotFound(name or "?")
     if isinstance(exc, hv.InvalidRequest) and "check-and-set" in str(exc.args[0] or ""):
         return VersionConflict(
