@@ -1,0 +1,460 @@
+"""The ``postgres`` rotator: PostgreSQL login credentials, single-user or alternating users.
+
+Secret value: ``{"username", "password", "host", "port", "dbname"}`` (optionally ``sslmode``;
+other fields are carried over). Policy ``target``: ``mode`` (``"alternating"``, the default,
+or ``"single"``), ``admin_secret`` (required for alternating), ``users`` (the role pair;
+default: the username without a ``_clone`` suffix, and that name + ``_clone``),
+``connect_timeout`` (seconds, default 5).
+
+Passwords never reach the server in clear text: ``ALTER ROLE`` gets the SCRAM verifier
+computed client-side (libpq ``PQencryptPasswordConn``), so server logs and
+``pg_stat_activity`` cannot show them. Error messages carry the SQLSTATE and the error class,
+never the driver's text.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from rotation.errors import RotationError, SecretNotFound
+from rotation.generator import generate
+from rotation.rotators import postgres_grants as grants
+from rotation.rotators.base import RotationContext
+from rotation.values import SecretValue, SecretVersion
+
+__all__ = ["Credential", "PostgresRotator", "PostgresTarget", "TargetRejected"]
+
+#: SQLSTATE classes worth retrying: connection, resources, operator intervention, conflicts.
+_RETRYABLE_CLASSES = ("08", "53", "57", "40")
+#: What libpq says when a login is refused, and the SQLSTATE the server sent with it.
+_LOGIN_REFUSALS = {
+    "password authentication failed": "28P01",
+    "is not permitted to log in": "28000",
+    "no pg_hba.conf entry": "28000",
+    "does not exist": "3D000",
+}
+
+
+class TargetRejected(RotationError):
+    """The database refused the credential change or the login."""
+
+    def __init__(self, message: str, *, retryable: bool = False, sqlstate: str | None = None):
+        super().__init__(message)
+        #: Whether trying again later may succeed (unreachable server, timeout, conflict).
+        self.retryable = retryable
+        self.sqlstate = sqlstate
+
+    @property
+    def login_refused(self) -> bool:
+        return self.sqlstate is not None and self.sqlstate.startswith("28")
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A login read from a secret value (the password is kept out of ``repr``)."""
+
+    username: str
+    password: str = field(repr=False)
+    host: str
+    port: int
+    dbname: str
+    sslmode: str | None = None
+
+    @classmethod
+    def from_value(cls, value: SecretValue, what: str) -> Credential:
+        if not isinstance(value, Mapping):
+            raise RotationError(f"{what} must be a JSON object with username, password, host...")
+        missing = [k for k in ("username", "password", "host", "dbname") if not value.get(k)]
+        if missing:
+            raise RotationError(f"{what} lacks {', '.join(missing)}.")
+        try:
+            port = int(value.get("port") or 5432)
+        except (TypeError, ValueError):
+            raise RotationError(f"{what} has a port that is not a number.") from None
+        sslmode = value.get("sslmode")
+        return cls(
+            str(value["username"]),
+            str(value["password"]),
+            str(value["host"]),
+            port,
+            str(value["dbname"]),
+            str(sslmode) if sslmode else None,
+        )
+
+    def where(self, dbname: str | None = None) -> str:
+        return f"{self.host}:{self.port}/{dbname or self.dbname} as {self.username!r}"
+
+
+@dataclass(frozen=True)
+class PostgresTarget:
+    """The policy's ``target`` block, checked."""
+
+    mode: str = "alternating"
+    admin_secret: str | None = None
+    users: tuple[str, str] | None = None
+    connect_timeout: float = 5.0
+
+    @classmethod
+    def from_mapping(cls, target: Mapping[str, Any]) -> PostgresTarget:
+        mode = str(target.get("mode") or "alternating")
+        if mode not in ("single", "alternating"):
+            raise RotationError(
+                f"postgres target mode must be 'single' or 'alternating', not {mode!r}."
+            )
+        admin = target.get("admin_secret")
+        if mode == "alternating" and not admin:
+            raise RotationError("postgres target mode 'alternating' needs 'admin_secret'.")
+        users = target.get("users")
+        pair: tuple[str, str] | None = None
+        if users is not None:
+            if len(users) != 2 or len({str(u) for u in users}) != 2 or not all(users):
+                raise RotationError("postgres target 'users' must be two different role names.")
+            pair = (str(users[0]), str(users[1]))
+        timeout = float(target.get("connect_timeout") or 5)
+        return cls(mode, str(admin) if admin else None, pair, timeout)
+
+    def pair(self, username: str) -> tuple[str, str]:
+        if self.users is not None:
+            return self.users
+        base = username.removesuffix("_clone") or username
+        return (base, base + "_clone")
+
+    def other(self, username: str) -> str:
+        first, second = self.pair(username)
+        if username not in (first, second):
+            raise RotationError(
+                f"Role {username!r} is not one of the alternating users {first!r}, {second!r}: "
+                "fix the policy's target.users or the secret's username."
+            )
+        return second if username == first else first
+
+
+def _refusal(exc: psycopg.Error, cred: Credential, dbname: str) -> TargetRejected:
+    # libpq's text names no password, but it is driver text: only our own words go out
+    text = str(exc)
+    for needle, state in _LOGIN_REFUSALS.items():
+        if needle in text:
+            return TargetRejected(
+                f"PostgreSQL refused the login at {cred.where(dbname)} (SQLSTATE {state}).",
+                sqlstate=state,
+            )
+    state = exc.sqlstate or "08006"
+    return TargetRejected(
+        f"Cannot connect to PostgreSQL at {cred.where(dbname)}: {type(exc).__name__} "
+        f"(SQLSTATE {state}); retry later.",
+        retryable=True,
+        sqlstate=state,
+    )
+
+
+def _sql_error(exc: psycopg.Error, action: str) -> TargetRejected:
+    state = exc.sqlstate
+    retryable = state is None or state.startswith(_RETRYABLE_CLASSES)
+    return TargetRejected(
+        f"PostgreSQL refused {action}: {type(exc).__name__} (SQLSTATE {state or 'unknown'}).",
+        retryable=retryable,
+        sqlstate=state,
+    )
+
+
+@contextmanager
+def _session(
+    cred: Credential, timeout: float, dbname: str | None = None
+) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection, always closed."""
+    database = dbname or cred.dbname
+    options: dict[str, Any] = {"sslmode": cred.sslmode} if cred.sslmode else {}
+    try:
+        conn = psycopg.connect(
+            host=cred.host,
+            port=cred.port,
+            user=cred.username,
+            password=cred.password,
+            dbname=database,
+            connect_timeout=max(1, math.ceil(timeout)),
+            autocommit=True,
+            **options,
+        )
+    except psycopg.Error as exc:
+        raise _refusal(exc, cred, database) from None
+    with conn:
+        yield conn
+
+
+def _accepts(cred: Credential, timeout: float) -> bool:
+    """Whether ``cred`` logs in; False on a refusal, raises when the server is unreachable."""
+    try:
+        with _session(cred, timeout) as conn:
+            conn.execute("SELECT 1")
+    except TargetRejected as exc:
+        if exc.login_refused:
+            return False
+        raise
+    return True
+
+
+def _verifier(conn: psycopg.Connection[Any], role: str, password: str) -> str:
+    """The password's verifier in the server's ``password_encryption`` format."""
+    return conn.pgconn.encrypt_password(password.encode(), role.encode()).decode()
+
+
+def _set_password(conn: psycopg.Connection[Any], role: str, password: str) -> None:
+    try:
+        conn.execute(
+            # no attribute besides the password: a role may change its own password only
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(_verifier(conn, role, password))
+            )
+        )
+    except psycopg.Error as exc:
+        raise _sql_error(exc, f"the password change of role {role!r}") from None
+
+
+def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+
+def _login_check(cred: Credential, timeout: float) -> None:
+    with _session(cred, timeout) as conn:
+        try:
+            row = conn.execute("SELECT current_user").fetchone()
+        except psycopg.Error as exc:
+            raise _sql_error(exc, "the login check") from None
+    if row is None or row[0] != cred.username:
+        raise TargetRejected(f"Logged in at {cred.where()} but as another role.")
+
+
+class PostgresRotator:
+    """PostgreSQL credentials: ``single`` (one role, new password) or ``alternating`` (two
+    roles taking turns, so the old credential keeps working until it is retired)."""
+
+    kind = "postgres"
+
+    # --- the steps -------------------------------------------------------------------------
+
+    def create(self, ctx: RotationContext, current: SecretValue) -> SecretValue:
+        """Same host/port/dbname; the same role (single) or the other one (alternating)."""
+        staged = _read(ctx, "pending")
+        if staged is not None and staged.token == ctx.token:
+            return staged.value
+        target = PostgresTarget.from_mapping(ctx.target)
+        cred = Credential.from_value(current, f"The current value of {ctx.secret!r}")
+        assert isinstance(current, Mapping)  # checked by from_value
+        username = cred.username if target.mode == "single" else target.other(cred.username)
+        value = dict(current)
+        value.update(username=username, password=generate(ctx.generator))
+        return value
+
+    def apply(self, ctx: RotationContext) -> None:
+        """Make the database accept the new credential; the current one keeps working
+        (alternating) or stops working (single: not zero-downtime)."""
+        target = PostgresTarget.from_mapping(ctx.target)
+        new, old = self._new_and_old(ctx)
+        if target.mode == "single":
+            self._apply_single(ctx, target, new, old)
+        else:
+            self._apply_alternating(ctx, target, new, old)
+
+    def test(self, ctx: RotationContext) -> None:
+        """Log in with the new credential and check who we are."""
+        target = PostgresTarget.from_mapping(ctx.target)
+        new, _ = self._new_and_old(ctx)
+        _login_check(new, target.connect_timeout)
+
+    def retire(self, ctx: RotationContext, old: SecretValue) -> None:
+        """Alternating: give the old role an unknown password (it stays, as the next
+        rotation's inactive role). Single: nothing; the old password stopped at apply."""
+        target = PostgresTarget.from_mapping(ctx.target)
+        if target.mode == "single":
+            return
+        retired = Credential.from_value(old, f"The previous value of {ctx.secret!r}")
+        current = Credential.from_value(ctx.current().value, f"The current value of {ctx.secret!r}")
+        if retired.username == current.username:
+            raise RotationError(
+                f"Refusing to retire role {retired.username!r}: the current value of "
+                f"{ctx.secret!r} uses it."
+            )
+        self._scramble(ctx, target, retired.username, current.dbname)
+
+    def undo(self, ctx: RotationContext) -> None:
+        """Make the database accept the CURRENT value again, and only it."""
+        target = PostgresTarget.from_mapping(ctx.target)
+        current = Credential.from_value(ctx.current().value, f"The current value of {ctx.secret!r}")
+        if _stage_token(ctx, "current") == ctx.token:
+            raise RotationError(
+                f"Undo of {ctx.secret!r} while this run's value is current: roll back first."
+            )
+        rolled_back = _stage_token(ctx, "previous") == ctx.token
+        if target.mode == "single":
+            self._undo_single(ctx, target, current, rolled_back)
+        elif not rolled_back:
+            # before promotion: the inactive role's pending password must stop working; after a
+            # rollback the current (old) role was never touched and nothing needs undoing
+            self._scramble(ctx, target, target.other(current.username), current.dbname)
+
+    # --- single user -----------------------------------------------------------------------
+
+    def _apply_single(
+        self, ctx: RotationContext, target: PostgresTarget, new: Credential, old: Credential
+    ) -> None:
+        timeout = target.connect_timeout
+        if _accepts(new, timeout):
+            return  # already applied
+        candidates = [old]
+        previous = _read(ctx, "previous")
+        if previous is not None and previous.token != ctx.token:
+            earlier = Credential.from_value(previous.value, "The previous value")
+            if earlier != old:
+                candidates.append(earlier)
+        candidates += self._admin(ctx, target, new.dbname)
+        self._set_via(candidates, timeout, new)
+
+    def _undo_single(
+        self, ctx: RotationContext, target: PostgresTarget, current: Credential, rolled_back: bool
+    ) -> None:
+        if _accepts(current, target.connect_timeout):
+            return
+        candidates = []
+        if rolled_back:
+            previous = _read(ctx, "previous")
+            assert previous is not None
+            candidates.append(Credential.from_value(previous.value, "The previous value"))
+        # before promotion the engine has discarded the pending password: only an admin can help
+        candidates += self._admin(ctx, target, current.dbname)
+        self._set_via(candidates, target.connect_timeout, current)
+
+    def _set_via(self, candidates: list[Credential], timeout: float, new: Credential) -> None:
+        """Set ``new``'s password through the first candidate login that works."""
+        for login in candidates:
+            try:
+                with _session(login, timeout) as conn:
+                    _set_password(conn, new.username, new.password)
+                    return
+            except TargetRejected as exc:
+                if not exc.login_refused:
+                    raise
+        raise TargetRejected(
+            f"No known password of role {new.username!r} logs in at {new.where()} and no "
+            "admin_secret could: set the role's password by hand, or configure admin_secret."
+        )
+
+    # --- alternating users -----------------------------------------------------------------
+
+    def _apply_alternating(
+        self, ctx: RotationContext, target: PostgresTarget, new: Credential, old: Credential
+    ) -> None:
+        if target.other(old.username) != new.username:
+            raise RotationError(
+                f"The new value of {ctx.secret!r} must use role {target.other(old.username)!r}."
+            )
+        (admin,) = self._admin(ctx, target, new.dbname, required=True)
+        if admin.username in (old.username, new.username):
+            raise RotationError("The admin_secret's role must not be one of the rotated roles.")
+        with _session(admin, target.connect_timeout) as conn:
+            verifier = _verifier(conn, new.username, new.password)
+            try:
+                with conn.transaction():
+                    self._sync(conn, old.username, new.username)
+                    conn.execute(
+                        sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                            sql.Identifier(new.username), sql.Literal(verifier)
+                        )
+                    )
+            except psycopg.Error as exc:
+                raise _sql_error(exc, f"syncing role {new.username!r}") from None
+
+    def _sync(self, conn: psycopg.Connection[Any], active: str, inactive: str) -> None:
+        """Create ``inactive`` if missing and make its grants equal to ``active``'s."""
+        source = grants.snapshot(conn, active)
+        if source is None:
+            raise TargetRejected(f"The active role {active!r} does not exist.")
+        mirror = grants.snapshot(conn, inactive)
+        if mirror is None:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(inactive)))
+            mirror = grants.snapshot(conn, inactive)
+            assert mirror is not None
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        statements, refused = grants.plan_sync(
+            source, mirror, admin_is_superuser=bool(row and row[0])
+        )
+        if refused:
+            raise TargetRejected(
+                f"Role {inactive!r} would need {', '.join(refused)} to match {active!r}, which "
+                "only a superuser admin may change: adjust the roles by hand or use a superuser "
+                "admin_secret."
+            )
+        for statement in statements:
+            conn.execute(statement)
+        left = grants.differences(source, grants.snapshot(conn, inactive) or mirror)
+        if left:
+            raise TargetRejected(
+                f"Role {inactive!r} still differs from {active!r} after the sync "
+                f"({'; '.join(left[:5])}): check who granted those privileges."
+            )
+
+    def _scramble(self, ctx: RotationContext, target: PostgresTarget, role: str, db: str) -> None:
+        """Give ``role`` a random password nobody knows (if the role exists)."""
+        (admin,) = self._admin(ctx, target, db, required=True)
+        with _session(admin, target.connect_timeout) as conn:
+            if _role_exists(conn, role):
+                _set_password(conn, role, secrets.token_urlsafe(48))
+
+    # --- values ----------------------------------------------------------------------------
+
+    def _new_and_old(self, ctx: RotationContext) -> tuple[Credential, Credential]:
+        """This run's credential (pending, or current once promoted) and the one before it."""
+        pending = _read(ctx, "pending")
+        current = ctx.current()
+        if pending is not None and pending.token == ctx.token:
+            new, old = pending, current
+        elif current.token == ctx.token:
+            previous = _read(ctx, "previous")
+            if previous is None:
+                raise RotationError(f"{ctx.secret!r} has no previous version.")
+            new, old = current, previous
+        else:
+            raise RotationError(
+                f"No version of {ctx.secret!r} is staged under this run's token: run create first."
+            )
+        return (
+            Credential.from_value(new.value, f"The new value of {ctx.secret!r}"),
+            Credential.from_value(old.value, f"The old value of {ctx.secret!r}"),
+        )
+
+    def _admin(
+        self, ctx: RotationContext, target: PostgresTarget, dbname: str, *, required: bool = False
+    ) -> list[Credential]:
+        """The admin credential (connecting to ``dbname``), or [] when none is configured."""
+        if target.admin_secret is None or ctx.read_secret is None:
+            if required:
+                raise RotationError("This postgres rotation needs target.admin_secret.")
+            return []
+        value = ctx.read_secret(target.admin_secret)
+        admin = Credential.from_value(value, f"The admin secret {target.admin_secret!r}")
+        return [
+            Credential(
+                admin.username, admin.password, admin.host, admin.port, dbname, admin.sslmode
+            )
+        ]
+
+
+def _read(ctx: RotationContext, stage: str) -> SecretVersion | None:
+    try:
+        if stage == "pending":
+            return ctx.pending()
+        return ctx.previous() if stage == "previous" else ctx.current()
+    except SecretNotFound:
+        return None
+
+
+def _stage_token(ctx: RotationContext, stage: str) -> str | None:
+    version = _read(ctx, stage)
+    return version.token if version else None
