@@ -1,0 +1,116 @@
+"""The ``random`` rotator: a fresh random value (API key, token), optionally pushed to an issuer.
+
+Without an issuer hook the value lives only in the backend and apply/test/retire/undo do nothing.
+With ``target.issuer = "package.module:attr"`` (imported on first use; a class is instantiated
+without arguments) the rotator calls whichever of these the hook defines::
+
+    apply(secret, value)       make the issuer accept the new value
+    test(secret, value)        prove it works (raise if not)
+    retire(secret, old_value)  revoke the old value
+    undo(secret)               forget the new value again
+
+A hook that raises :class:`~rotation.errors.RotationError` keeps its message; any other error
+becomes a RotationError naming only the hook and the exception class (values never leak).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from rotation.errors import ConfigurationError, RotationError, SecretNotFound
+from rotation.generator import generate
+from rotation.rotators.base import RotationContext
+from rotation.values import SecretValue
+
+__all__ = ["VALUE_FIELDS", "RandomRotator", "load_issuer"]
+
+#: The fields of a JSON value that hold the secret part, first match wins.
+VALUE_FIELDS = ("password", "api_key", "token")
+
+
+def load_issuer(path: str) -> Any:
+    """The object named by ``"package.module:attr"`` (instantiated if it is a class)."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(f"An issuer must look like 'package.module:attr', not {path!r}.")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"Cannot load issuer {path!r}: {type(exc).__name__}.") from exc
+    return found() if isinstance(found, type) else found
+
+
+class RandomRotator:
+    """A new random value each rotation; an optional issuer hook moves it to where it is used."""
+
+    kind = "random"
+
+    def __init__(self) -> None:
+        self._issuers: dict[str, Any] = {}
+
+    def create(self, ctx: RotationContext, current: SecretValue) -> SecretValue:
+        """A fresh value; in a JSON object only the password/api_key/token field changes."""
+        try:
+            staged = ctx.pending()
+            if staged.token == ctx.token:
+                return staged.value
+        except SecretNotFound:
+            pass
+        fresh = generate(ctx.generator)
+        if isinstance(current, Mapping):
+            for name in VALUE_FIELDS:
+                if name in current:
+                    return {**current, name: fresh}
+        return fresh
+
+    def apply(self, ctx: RotationContext) -> None:
+        self._call(ctx, "apply", ctx.secret, self._new_value(ctx))
+
+    def test(self, ctx: RotationContext) -> None:
+        self._call(ctx, "test", ctx.secret, self._new_value(ctx))
+
+    def retire(self, ctx: RotationContext, old: SecretValue) -> None:
+        self._call(ctx, "retire", ctx.secret, old)
+
+    def undo(self, ctx: RotationContext) -> None:
+        self._call(ctx, "undo", ctx.secret)
+
+    def _issuer(self, ctx: RotationContext) -> Any:
+        path = ctx.target.get("issuer")
+        if not path:
+            return None
+        if path not in self._issuers:
+            self._issuers[path] = load_issuer(str(path))
+        return self._issuers[path]
+
+    def _call(self, ctx: RotationContext, step: str, *args: Any) -> None:
+        hook = getattr(self._issuer(ctx), step, None)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except RotationError:
+            raise
+        except Exception as exc:
+            raise RotationError(
+                f"The issuer {ctx.target.get('issuer')!r} failed to {step} {ctx.secret!r}: "
+                f"{type(exc).__name__}."
+            ) from None
+
+    @staticmethod
+    def _new_value(ctx: RotationContext) -> SecretValue:
+        """This run's value: pending, or current once promoted."""
+        try:
+            pending = ctx.pending()
+            if pending.token == ctx.token:
+                return pending.value
+        except SecretNotFound:
+            pass
+        current = ctx.current()
+        if current.token != ctx.token:
+            raise RotationError(f"No version of {ctx.secret!r} is staged under this run's token.")
+        return current.value
