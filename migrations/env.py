@@ -18,7 +18,7 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return str(config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or database_url())
+    return str(config.get_main_option("sqlalchemy.url") or database_url())
 
 
 def run_migrations_offline() -> None:

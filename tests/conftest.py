@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.backends.vault",
     "tests.backends.aws",
     "tests.backends.azure",
+    "tests.backends.ledger",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).

@@ -39,11 +39,13 @@ def main() -> None:
 
 
 def _register() -> None:
-    from rotation.cli import demo, migrate, policies
+    from rotation.cli import db, demo, migrate, policies, run
 
     main.add_command(migrate.migrate_env_command)
     main.add_command(demo.demo_command)
     main.add_command(policies.policies_group)
+    main.add_command(db.db_group)
+    main.add_command(run.run_command)
 
 
 _register()

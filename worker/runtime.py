@@ -1,0 +1,78 @@
+"""One Runtime, Engine and Dispatcher per worker process, built lazily (after fork)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from rotation.dispatcher import Dispatcher
+from rotation.engine import Engine, PauseHook
+from rotation.ledger.db import Ledger
+from rotation.policy import default_schedules_dir
+from rotation.runtime import Runtime
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return float(raw) if raw else default
+
+
+def _pause_hook() -> PauseHook | None:
+    """Test-only: ``KEYTURN_TEST_PAUSE=step:phase`` parks the worker there (file marks it)."""
+    spec = os.environ.get("KEYTURN_TEST_PAUSE")
+    if not spec:
+        return None
+    marker = Path(os.environ.get("KEYTURN_TEST_PAUSE_FILE", "keyturn-paused"))
+
+    def hook(step: str, phase: str) -> None:
+        if f"{step}:{phase}" == spec:
+            marker.write_text(f"{os.getpid()}\n")
+            deadline = time.monotonic() + 600  # bounded: a test kills us long before
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+
+    return hook
+
+
+def _build() -> None:
+    if _state.get("pid") == os.getpid():
+        return
+    rt = Runtime(Ledger())
+    _state.update(
+        pid=os.getpid(),
+        runtime=rt,
+        engine=Engine(
+            rt,
+            lease=timedelta(seconds=_seconds("KEYTURN_LEASE_SECONDS", 300)),
+            pause_hook=_pause_hook(),
+        ),
+        dispatcher=Dispatcher(
+            rt,
+            default_schedules_dir(),
+            redeliver_after=timedelta(seconds=_seconds("KEYTURN_REDELIVER_SECONDS", 60)),
+        ),
+    )
+
+
+def runtime() -> Runtime:
+    with _lock:
+        _build()
+        return _state["runtime"]  # type: ignore[return-value]
+
+
+def engine() -> Engine:
+    with _lock:
+        _build()
+        return _state["engine"]  # type: ignore[return-value]
+
+
+def dispatcher() -> Dispatcher:
+    with _lock:
+        _build()
+        return _state["dispatcher"]  # type: ignore[return-value]

@@ -1,0 +1,54 @@
+"""Task definitions: each adapts one ``rotation`` call to Celery. Messages carry run ids,
+states and secret names only; results carry no values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.celery_app import app
+from worker.runtime import engine, dispatcher, runtime
+from rotation.triggers import rotate_all as trigger_all
+from rotation.triggers import rotate_now as trigger_now
+
+
+def _send(run_id: int, state: str) -> None:
+    advance.apply_async((run_id, state))
+
+
+@app.task(name="keyturn.dispatch_due", ignore_result=True)
+def dispatch_due() -> dict[str, int]:
+    """One dispatcher tick: sync policies, start due runs, re-enqueue stalled ones."""
+    report = dispatcher().tick()
+    for run_id, state in report.enqueue:
+        _send(run_id, state)
+    return {"started": report.started, "recovered": report.recovered}
+
+
+@app.task(name="keyturn.advance", ignore_result=True)
+def advance(run_id: int, state: str | None = None) -> None:
+    """Run the next step of ``run_id`` (if its state is still ``state``), then chain the next."""
+    outcome = engine().advance(int(run_id), state)
+    if outcome.enqueue and outcome.state is not None:
+        _send(outcome.run_id, outcome.state.value)
+
+
+@app.task(name="keyturn.rotate_now", ignore_result=False)
+def rotate_now(secret: str, actor: str = "api") -> dict[str, Any]:
+    """Start a rotation of ``secret`` now; returns the active run's id if one exists."""
+    triggered = trigger_now(runtime(), secret, actor=actor, trigger="api")
+    if triggered.created:
+        _send(triggered.run_id, triggered.state)
+    return {"secret": secret, "run_id": triggered.run_id, "created": triggered.created}
+
+
+@app.task(name="keyturn.rotate_all", ignore_result=False)
+def rotate_all(pattern: str, actor: str = "api") -> list[dict[str, Any]]:
+    """``rotate_now`` for every scheduled secret matching ``pattern``."""
+    out = []
+    for triggered in trigger_all(runtime(), pattern, actor=actor, trigger="api"):
+        if triggered.created:
+            _send(triggered.run_id, triggered.state)
+        out.append(
+            {"secret": triggered.secret, "run_id": triggered.run_id, "created": triggered.created}
+        )
+    return out
