@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -163,6 +164,7 @@ class AzureKeyVaultProvider:
         host = (urlsplit(self.vault_url).hostname or "").lower()
         if verify_challenge_resource is None:
             verify_challenge_resource = host.endswith(_AZURE_VAULT_SUFFIXES)
+        self.verify_challenge_resource = verify_challenge_resource
         if ca_bundle is not None and not os.path.isfile(ca_bundle):
             raise ConfigurationError(
                 f"The CA bundle {ca_bundle!r} (AZURE_CA_BUNDLE / REQUESTS_CA_BUNDLE) is not a file."
@@ -248,6 +250,11 @@ class AzureKeyVaultProvider:
         except HttpResponseError as exc:
             raise _from_status(name, exc, self._retry_total) from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
+            if _is_tls_verification_failure(exc):
+                raise ConfigurationError(
+                    f"The TLS certificate of {self.vault_url} is not trusted: for a private CA "
+                    "or an emulator, set AZURE_CA_BUNDLE (or REQUESTS_CA_BUNDLE) to its PEM file."
+                ) from exc
             raise BackendUnavailable(
                 f"Azure Key Vault at {self.vault_url} did not answer for {name!r} after "
                 f"{self._retry_total} retries ({type(exc).__name__}); check the network and "
@@ -731,6 +738,20 @@ def _oldest_first(items: list[SecretProperties]) -> list[SecretProperties]:
         return depth.get(start, 0)
 
     return sorted(items, key=lambda v: (v.created_on or _EARLIEST, chain(v.version)))
+
+
+def _is_tls_verification_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(current):
+            return True
+        inner = getattr(current, "inner_exception", None)
+        current = inner or current.__cause__ or current.__context__
+    return False
 
 
 def _status_code(exc: HttpResponseError) -> int:

@@ -37,6 +37,7 @@ class RequestRecord:
     status: int  # 0 when the connection was dropped
     authorized: bool  # carried an ``Authorization`` header
     api_version: str | None
+    body_bytes: int
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, body, headers = 0, None, {}
         if fault == "drop":
             self.close_connection = True
-            emulator._record(self.command, url.path, 0, authorization, query)
+            emulator._record(self.command, url.path, 0, authorization, query, len(raw))
             return
         if fault == "error":
             status, body = emulator._fault_answer()
@@ -100,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, body, headers = emulator._dispatch(
                 self.command, url.path, query, raw, authorization
             )
-        emulator._record(self.command, url.path, status, authorization, query)
+        emulator._record(self.command, url.path, status, authorization, query, len(raw))
         payload = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         if payload:
@@ -249,10 +250,23 @@ class KeyVaultEmulator:
         }
 
     def _record(
-        self, method: str, path: str, status: int, authorization: str | None, query: dict[str, str]
+        self,
+        method: str,
+        path: str,
+        status: int,
+        authorization: str | None,
+        query: dict[str, str],
+        body_bytes: int,
     ) -> None:
         self.requests.append(
-            RequestRecord(method, path, status, authorization is not None, query.get("api-version"))
+            RequestRecord(
+                method,
+                path,
+                status,
+                authorization is not None,
+                query.get("api-version"),
+                body_bytes,
+            )
         )
 
     def _dispatch(
