@@ -137,13 +137,6 @@ class AWSSecretsManagerProvider:
             )
         self.recovery_window_days = recovery_window_days
         self.page_size = page_size
-        session = boto3.session.Session(botocore_session=botocore_session or _session({}))
-        self.region = region or session.region_name
-        if not self.region:
-            raise ConfigurationError(
-                "AWS region not set: set AWS_REGION (or AWS_DEFAULT_REGION), or `region` in "
-                "the profile in ~/.aws/config."
-            )
         config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -151,6 +144,13 @@ class AWSSecretsManagerProvider:
             max_pool_connections=max_pool_connections,
         )
         try:
+            session = boto3.session.Session(botocore_session=botocore_session or _session({}))
+            self.region = region or session.region_name
+            if not self.region:
+                raise ConfigurationError(
+                    "AWS region not set: set AWS_REGION (or AWS_DEFAULT_REGION), or `region` in "
+                    "the profile in ~/.aws/config."
+                )
             #: The one boto3 client of this provider, reused by every call (thread-safe).
             self.client: Any = session.client(
                 "secretsmanager",

@@ -440,15 +440,27 @@ def test_missing_credentials_say_what_to_configure(
     assert isinstance(info.value.__cause__, NoCredentialsError)
 
 
-def test_missing_region_is_a_configuration_error(
+def test_configuration_errors(
     monkeypatch: pytest.MonkeyPatch, no_credentials: dict[str, str]
 ) -> None:
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     with pytest.raises(ConfigurationError, match="AWS_REGION"):
         AWSSecretsManagerProvider.from_env(dict(no_credentials))
+    region = {"AWS_REGION": "us-east-1"}
     with pytest.raises(InvalidSecretName):
-        AWSSecretsManagerProvider.from_env({"AWS_REGION": "us-east-1", "AWS_SECRETS_PREFIX": "../"})
+        AWSSecretsManagerProvider.from_env({**region, "AWS_SECRETS_PREFIX": "../"})
+    with pytest.raises(ConfigurationError, match="profile"):
+        AWSSecretsManagerProvider.from_env({**no_credentials, **region, "AWS_PROFILE": "nope"})
+    with pytest.raises(ConfigurationError, match="endpoint"):
+        AWSSecretsManagerProvider.from_env({**region, "AWS_ENDPOINT_URL": "not a url"})
+    with pytest.raises(ConfigurationError, match="AWS_MAX_ATTEMPTS"):
+        AWSSecretsManagerProvider.from_env({**region, "AWS_MAX_ATTEMPTS": "0"})
+    provider = AWSSecretsManagerProvider.from_env({**region, "AWS_MAX_ATTEMPTS": "2"})
+    try:
+        assert provider.client.meta.config.retries["total_max_attempts"] == 2
+    finally:
+        provider.close()
 
 
 def test_one_configured_client_per_provider(aws_provider: AWSSecretsManagerProvider) -> None:
