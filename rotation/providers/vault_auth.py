@@ -16,6 +16,7 @@ The KV v2 logic lives in :mod:`rotation.providers.vault`; this module is everyth
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,9 @@ class VaultAuth:
     #: What to check when Vault refuses the credentials (ends the error message).
     hint = ""
 
-    def login(self, client: hvac.Client) -> str | None:
-        """A fresh client token, or None when this method cannot log in again."""
+    def login(self, client: hvac.Client) -> dict[str, Any] | None:
+        """A fresh login's ``auth`` block (``client_token``, ``lease_duration``, ``renewable``),
+        or None when this method cannot log in again."""
         return None
 
 
@@ -124,11 +126,11 @@ class AppRoleAuth(VaultAuth):
         "uses), VAULT_APPROLE_MOUNT, and that VAULT_ADDR points at the right server."
     )
 
-    def login(self, client: hvac.Client) -> str | None:
+    def login(self, client: hvac.Client) -> dict[str, Any] | None:
         answer = client.auth.approle.login(
             role_id=self.role_id, secret_id=self.secret_id, mount_point=self.mount, use_token=False
         )
-        return str(answer["auth"]["client_token"])
+        return dict(answer["auth"])
 
 
 @dataclass(frozen=True, repr=False)
@@ -144,7 +146,7 @@ class KubernetesAuth(VaultAuth):
         "and that VAULT_ADDR points at the right server."
     )
 
-    def login(self, client: hvac.Client) -> str | None:
+    def login(self, client: hvac.Client) -> dict[str, Any] | None:
         try:
             jwt = Path(self.token_path).read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -155,7 +157,7 @@ class KubernetesAuth(VaultAuth):
         answer = client.auth.kubernetes.login(
             role=self.role, jwt=jwt, mount_point=self.mount, use_token=False
         )
-        return str(answer["auth"]["client_token"])
+        return dict(answer["auth"])
 
 
 def auth_from_env(environ: Mapping[str, str]) -> VaultAuth:
@@ -276,6 +278,11 @@ class VaultConnection:
             session=self.session,
         )
         self._login_lock = threading.Lock()
+        #: When to renew the token (monotonic clock); None: not renewable or not known yet.
+        self._renew_at: float | None = None
+        self._ttl = 0.0  # the longest TTL granted to the current token
+        #: A static token's TTL is learnt with one lookup-self after the first success.
+        self._lease_unknown = isinstance(auth, TokenAuth)
 
     def close(self) -> None:
         self.session.close()
@@ -286,7 +293,7 @@ class VaultConnection:
         while True:
             token = self._token()
             try:
-                return operation(self.client)
+                result = operation(self.client)
             except hv.Forbidden as exc:
                 if self._token_is_valid():
                     raise PermissionDenied(
@@ -300,14 +307,57 @@ class VaultConnection:
                     raise self._refused() from exc
                 self._login(stale=token)
                 relogged = True
+                continue
             except (hv.VaultError, requests.RequestException) as exc:
                 raise translate(exc, self.address, name) from exc
+            if self._lease_unknown:
+                self._learn_lease()
+            return result
 
     def _token(self) -> str:
         token: str = self.client.token or ""
         if not token:
-            token = self._login(stale="")
-        return token
+            return self._login(stale="")
+        if self._renew_at is not None and time.monotonic() >= self._renew_at:
+            self._renew(token)
+        return str(self.client.token or token)
+
+    def _schedule(self, ttl: object, renewable: object) -> None:
+        """Renew at two thirds of a renewable token's TTL (0 means it never expires)."""
+        seconds = float(ttl) if isinstance(ttl, int | float) else 0.0
+        self._ttl = max(self._ttl, seconds)
+        self._renew_at = time.monotonic() + seconds * 2 / 3 if renewable and seconds > 0 else None
+
+    def _learn_lease(self) -> None:
+        """``GET /v1/auth/token/lookup-self`` once, to know whether to renew a static token."""
+        self._lease_unknown = False
+        try:
+            data = self.client.auth.token.lookup_self()["data"]
+        except (hv.VaultError, requests.RequestException):
+            return  # unknown: no renewal; a later 403 still says what to do
+        self._schedule(data.get("ttl"), data.get("renewable"))
+
+    def _renew(self, stale: str) -> None:
+        """``POST /v1/auth/token/renew-self``; near its max TTL a login token logs in again."""
+        with self._login_lock:
+            if self.client.token != stale or self._renew_at is None:
+                return
+            if time.monotonic() < self._renew_at:
+                return
+            try:
+                auth = self.client.auth.token.renew_self()["auth"]
+            except hv.Forbidden:
+                self._renew_at = None  # expired or revoked: the call's 403 handles it
+                return
+            except (hv.VaultError, requests.RequestException):
+                self._renew_at = time.monotonic() + 5.0
+                return
+            if float(auth.get("lease_duration") or 0) < self._ttl / 2:
+                self._renew_at = None  # capped by its max TTL: renewing further is futile
+                if not isinstance(self.auth, TokenAuth):
+                    self.client.token = ""  # the next call logs in afresh
+                return
+            self._schedule(auth.get("lease_duration"), auth.get("renewable"))
 
     def _login(self, stale: str) -> str:
         """Log in unless another thread already replaced the ``stale`` token."""
@@ -315,7 +365,7 @@ class VaultConnection:
             if self.client.token and self.client.token != stale:
                 return str(self.client.token)
             try:
-                token = self.auth.login(self.client)
+                auth = self.auth.login(self.client)
             except hv.VaultError as exc:
                 if isinstance(
                     exc, hv.InvalidRequest | hv.Forbidden | hv.Unauthorized | hv.InvalidPath
@@ -324,9 +374,12 @@ class VaultConnection:
                 raise translate(exc, self.address, None) from exc
             except requests.RequestException as exc:
                 raise translate(exc, self.address, None) from exc
-            if token is None:
+            if auth is None:
                 raise self._refused()
+            token = str(auth["client_token"])
             self.client.token = token
+            self._ttl = 0.0
+            self._schedule(auth.get("lease_duration"), auth.get("renewable"))
             return token
 
     def _token_is_valid(self) -> bool:

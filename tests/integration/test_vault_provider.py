@@ -486,7 +486,7 @@ def test_reads_survive_30_percent_errors(
         for _ in range(25):
             assert flaky.read(name).value == "steady"
         assert proxy.stats["errors"] >= 3
-        assert proxy.stats["forwarded"] == 25
+        assert proxy.stats["forwarded"] == 26  # 25 reads and one lookup-self (token TTL)
 
 
 def test_lost_replies_never_double_write(
@@ -542,7 +542,7 @@ def test_unmounted_mount_point_is_not_secret_not_found(
 ) -> None:
     provider = _provider(openbao, new_prefix(), VAULT_MOUNT_POINT="nokv")
     providers.append(provider)
-    with pytest.raises(BackendError, match="VAULT_MOUNT_POINT") as info:
+    with pytest.raises(BackendError, match="VAULT_MOUNT_POINT"):
         provider.read("x")
 
 
@@ -603,3 +603,25 @@ def test_tls_is_verified_with_vault_cacert(
     with pytest.raises(BackendError, match="VAULT_CACERT") as info:
         untrusting.read("tls_secret")
     assert not isinstance(info.value, BackendUnavailable)
+
+
+def test_renewable_static_token_is_renewed_before_it_expires(
+    openbao: OpenBao, vault_root: hvac.Client, providers: list[VaultProvider]
+) -> None:
+    def short_token() -> str:
+        answer = vault_root.auth.token.create(
+            policies=[APPROLE_POLICY], ttl="3s", explicit_max_ttl="1m", renewable=True
+        )
+        return str(answer["auth"]["client_token"])
+
+    kept, neglected = short_token(), short_token()
+    provider = _provider(openbao, new_prefix(), VAULT_TOKEN=kept)
+    providers.append(provider)
+    name = _name()
+    provider.write(name, "v")  # first success: lookup-self learns ttl=3s, renewable
+    for _ in range(2):
+        time.sleep(2.2)  # past 2/3 of the TTL: the next call renews first
+        assert provider.read(name).value == "v"
+    with pytest.raises(hvac.exceptions.Forbidden):  # same TTL, never renewed: expired
+        vault_root.auth.token.lookup(neglected)
+    assert vault_root.auth.token.lookup(kept)["data"]["ttl"] > 0
