@@ -124,9 +124,9 @@ def rollback_where_safe(step: StepInput, state: RunState) -> str:
         step.provider.rollback(step.secret, token=step.token)
         step.rotator.undo(step.context)
         return "rolled back: the previous version is current again"
-    step.provider.discard_pending(step.secret, token=step.token)
     if state is not RunState.PENDING:
-        step.rotator.undo(step.context)
+        step.rotator.undo(step.context)  # while the pending value is still readable
+    step.provider.discard_pending(step.secret, token=step.token)
     return "rolled back: the pending value was discarded"
 
 

@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.backends.aws",
     "tests.backends.azure",
     "tests.backends.ledger",
+    "tests.backends.pgserver",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).

@@ -18,7 +18,7 @@ from rotation.providers.memory import MemoryProvider
 from rotation.rotators.base import RotationContext
 from rotation.rotators.postgres import PostgresRotator, TargetRejected
 from rotation.values import Stage
-from tests.backends.pgserver import PgDatabase, pg_database, pg_server  # noqa: F401
+from tests.backends.pgserver import PgDatabase
 
 SECRET = "db/app"
 ADMIN = "db/admin"
