@@ -75,7 +75,7 @@ from rotation.values import (
     freeze_value,
 )
 
-__all__ = ["AzureKeyVaultProvider", "StaticTokenCredential"]
+__all__ = ["AzureKeyVaultProvider", "SecretDisabled", "StaticTokenCredential"]
 
 log = logging.getLogger("keyturn.providers.azure")
 
@@ -100,6 +100,10 @@ _AZURE_VAULT_SUFFIXES = (
     ".vault.microsoftazure.de",
     ".managedhsm.azure.net",
 )
+
+
+class SecretDisabled(PermissionDenied):
+    """The secret's version is disabled in Key Vault: enable it or write a new value."""
 
 
 class StaticTokenCredential:
@@ -245,7 +249,7 @@ class AzureKeyVaultProvider:
             raise VersionConflict(_conflict_message(name, exc)) from exc
         except ClientAuthenticationError as exc:
             if exc.status_code == 403:
-                raise PermissionDenied(_forbidden_message(name, exc)) from exc
+                raise _forbidden(name, exc) from exc
             raise AuthenticationFailed(_auth_message(self.vault_url, exc)) from exc
         except HttpResponseError as exc:
             raise _from_status(name, exc, self._retry_total) from exc
@@ -317,7 +321,7 @@ class AzureKeyVaultProvider:
         """The sibling's latest version if it is a live pending value."""
         try:
             secret = self._get(name, self.names.pending_of(name))
-        except (SecretNotFound, PermissionDenied):  # absent, or consumed/discarded (disabled)
+        except (SecretNotFound, SecretDisabled):  # absent, or consumed/discarded (disabled)
             return None
         tags = secret.properties.tags or {}
         return secret if tags.get(TAG_STAGE) == "pending" else None
@@ -392,7 +396,7 @@ class AzureKeyVaultProvider:
     def _current_id(self, name: str, azure_name: str) -> str | None:
         try:
             current = self._find(name, azure_name)
-        except PermissionDenied:  # the latest version is disabled: still the one replaced
+        except SecretDisabled:  # the latest version is disabled: still the one replaced
             versions = self._versions_of(name, azure_name)
             return versions[-1].version if versions else None
         return current.properties.version if current else None
@@ -526,7 +530,7 @@ class AzureKeyVaultProvider:
             raise SecretNotFound(name)
         try:
             current: SecretProperties = self._get(name, azure_name).properties
-        except PermissionDenied:  # latest is disabled: it is still the latest
+        except SecretDisabled:  # latest is disabled: it is still the latest
             current = items[-1]
         previous_id = self._previous_id(name, azure_name, current)
         infos = []
@@ -767,18 +771,20 @@ def _error_code(exc: HttpResponseError) -> str:
 
 
 def _is_disabled(exc: HttpResponseError) -> bool:
+    """403 ``Forbidden/SecretDisabled`` ("Operation get is not allowed on a disabled secret."),
+    not the other 403s whose text also says disabled (public network access disabled...)."""
     error = exc.error
-    text = f"{_error_code(exc)} {error.message if error else ''}".lower()
-    return "disabled" in text
+    message = (error.message or "").lower() if error else ""
+    return _error_code(exc).endswith("/SecretDisabled") or "disabled secret" in message
 
 
-def _forbidden_message(name: str, exc: HttpResponseError) -> str:
+def _forbidden(name: str, exc: HttpResponseError) -> PermissionDenied:
     if _is_disabled(exc):
-        return (
-            f"Secret {name!r} is disabled in Azure Key Vault (its current version is disabled): "
+        return SecretDisabled(
+            f"Secret {name!r} is disabled in Azure Key Vault (the version read is disabled): "
             "enable it (az keyvault secret set-attributes --enabled true) or write a new value."
         )
-    return (
+    return PermissionDenied(
         f"Permission denied on {name!r} in Azure Key Vault ({_error_code(exc) or 403}): the "
         "identity needs the 'Key Vault Secrets Officer' role (RBAC) or get/list/set/delete/"
         "recover/purge secret permissions (access policies), and the vault's firewall must "
@@ -818,7 +824,7 @@ def _from_status(name: str, exc: HttpResponseError, retries: int) -> KeyturnErro
             f"Azure Key Vault refused the credentials for {name!r} (401 {code})."
         )
     if status == 403:
-        return PermissionDenied(_forbidden_message(name, exc))
+        return _forbidden(name, exc)
     if status == 404:
         return SecretNotFound(name)
     if status == 409:

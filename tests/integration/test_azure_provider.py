@@ -369,6 +369,21 @@ def test_a_dead_vault_is_backend_unavailable_within_a_bounded_time(
     assert keyvault_emulator.stats["faulted"] - before == 6  # the first try + 5 retries
 
 
+def test_a_hanging_vault_times_out(keyvault_emulator) -> None:
+    provider = make_azure_provider(keyvault_emulator, retry_total=1, read_timeout=0.3)
+    try:
+        name = _name()
+        provider.write(name, "v")
+        keyvault_emulator.faults(latency=1.0)
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="did not answer"):
+            provider.read(name)
+        assert time.monotonic() - started < 3
+    finally:
+        keyvault_emulator.faults()
+        provider.close()
+
+
 def test_throttling_honours_retry_after(keyvault_emulator) -> None:
     provider = make_azure_provider(keyvault_emulator, retry_total=2)
     try:

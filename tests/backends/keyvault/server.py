@@ -66,6 +66,9 @@ class _Server(ThreadingHTTPServer):
         finally:
             tls.close()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeouts, tests) is not worth a traceback on stderr."""
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
