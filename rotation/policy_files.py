@@ -125,8 +125,9 @@ def read_yaml(path: Path) -> YamlDocument:
 
 def parse_yaml(source: bytes | str, name: str) -> YamlDocument:
     """Compose one YAML document from ``source`` into a :class:`YamlDocument`."""
-    loader = yaml.SafeLoader(source)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(source)  # reads the first bytes: may already fail
         node = loader.get_single_node()
         if node is None:
             raise PolicyFileError(
@@ -153,7 +154,8 @@ def parse_yaml(source: bytes | str, name: str) -> YamlDocument:
     except RecursionError:
         raise PolicyFileError([PolicyError(name, None, "", "YAML nested too deeply")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _Converter:
