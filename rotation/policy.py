@@ -46,6 +46,7 @@ from rotation.policy_files import (
     YamlDocument,
     parse_yaml,
     read_yaml,
+    short_repr,
     validation_errors,
 )
 
@@ -93,11 +94,11 @@ def parse_duration(value: object) -> timedelta:
             raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
         seconds = sum(int(n) * _UNITS[u] for n, u in zip(match.groups(), _UNITS, strict=True) if n)
     else:
-        raise ValueError(f"invalid duration {_short(value)}: {_DURATION_HINT}")
+        raise ValueError(f"invalid duration {short_repr(value)}: {_DURATION_HINT}")
     if seconds < 0:
-        raise ValueError(f"invalid duration {_short(value)}: must not be negative")
+        raise ValueError(f"invalid duration {short_repr(value)}: must not be negative")
     if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"invalid duration {_short(value)}: longer than 100 years")
+        raise ValueError(f"invalid duration {short_repr(value)}: longer than 100 years")
     return timedelta(seconds=seconds)
 
 
@@ -153,17 +154,17 @@ class ScheduleSpec(_Spec):
         hint = "use 5 fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * 0' (UTC)"
         if expr.startswith("@"):
             if expr.lower() not in _CRON_ALIASES:
-                raise ValueError(f"invalid cron {_short(value)}: {hint}")
+                raise ValueError(f"invalid cron {short_repr(value)}: {hint}")
         elif len(expr.split(" ")) != 5 or _NONDETERMINISTIC_CRON.search(expr):
-            raise ValueError(f"invalid cron {_short(value)}: {hint}")
+            raise ValueError(f"invalid cron {short_repr(value)}: {hint}")
         try:
             valid = bool(croniter.is_valid(expr))
         except Exception:  # croniter's parser raises assorted types on odd input
             valid = False
         if not valid:
-            raise ValueError(f"invalid cron {_short(value)}: {hint}")
+            raise ValueError(f"invalid cron {short_repr(value)}: {hint}")
         if cron_min_gap(expr) is None:
-            raise ValueError(f"cron {_short(value)} never fires")
+            raise ValueError(f"cron {short_repr(value)} never fires")
         return expr
 
     @model_validator(mode="after")
@@ -204,7 +205,7 @@ def _parse_hhmm(value: object) -> object:
         return value
     if isinstance(value, str) and (match := _HHMM.fullmatch(value.strip())):
         return time(int(match[1]), int(match[2]))
-    raise ValueError(f"invalid time {_short(value)}: use 'HH:MM' (24-hour, UTC), e.g. '02:00'")
+    raise ValueError(f"invalid time {short_repr(value)}: use 'HH:MM' (24-hour, UTC), e.g. '02:00'")
 
 
 def _parse_days(value: object) -> object:
@@ -221,7 +222,7 @@ def _parse_days(value: object) -> object:
                 text, _FULL_DAYS, n=1
             )
             tip = f"; did you mean {close[0]!r}?" if close else f"; use {', '.join(DAYS)}"
-            raise ValueError(f"unknown day {_short(item)}{tip}")
+            raise ValueError(f"unknown day {short_repr(item)}{tip}")
         days.add(day)
     return tuple(d for d in DAYS if d in days)
 
@@ -293,7 +294,7 @@ class RestartStrategy(_Spec):
     def _known(cls, value: str) -> str:
         if value not in RESTART_STRATEGIES:
             raise ValueError(
-                f"unknown restart strategy {_short(value)}; use {', '.join(RESTART_STRATEGIES)}"
+                f"unknown restart strategy {short_repr(value)}; use {', '.join(RESTART_STRATEGIES)}"
             )
         return value
 
@@ -319,7 +320,7 @@ class RandomTarget(_Spec):
     @classmethod
     def _import_path(cls, value: str | None) -> str | None:
         if value is not None and not _ISSUER.fullmatch(value):
-            raise ValueError(f"invalid issuer {_short(value)}: use 'package.module:attr'")
+            raise ValueError(f"invalid issuer {short_repr(value)}: use 'package.module:attr'")
         return value
 
 
@@ -351,7 +352,7 @@ class PostgresTarget(_Spec):
             raise ValueError("only mode 'alternating' uses two users")
         for role in value:
             if not _PG_ROLE.fullmatch(role):
-                raise ValueError(f"invalid Postgres role name {_short(role)}")
+                raise ValueError(f"invalid Postgres role name {short_repr(role)}")
         if value[0] == value[1]:
             raise ValueError("the two users must differ")
         return value
@@ -378,7 +379,8 @@ def _check_pattern(value: str, *, allow_glob: bool = True) -> str:
     if allow_glob and Policy.is_glob(value):
         if len(value) > MAX_NAME_LENGTH or not _PATTERN_CHARS.fullmatch(value):
             raise ValueError(
-                f"invalid glob {_short(value)}: use name characters and * ? [...], e.g. 'api_key_*'"
+                f"invalid glob {short_repr(value)}: use name characters and * ? [...], "
+                "e.g. 'api_key_*'"
             )
         return value
     try:
@@ -420,8 +422,8 @@ class Policy(_Spec):
     def _name(cls, value: str) -> str:
         if not _POLICY_NAME.fullmatch(value):
             raise ValueError(
-                f"invalid policy name {_short(value)}: lowercase letters, digits, '_', '.', '-', "
-                "starting with a letter or digit"
+                f"invalid policy name {short_repr(value)}: use lowercase letters, digits, "
+                "'_', '.' and '-', starting with a letter or digit"
             )
         return value
 
@@ -554,15 +556,7 @@ def _canonical(value: object) -> object:
 def _unknown(what: str, value: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(value, list(known), n=1)
     tip = f"did you mean {close[0]!r}?" if close else f"use {', '.join(sorted(known))}"
-    return f"unknown {what} {_short(value)}; {tip}"
-
-
-def _short(value: object) -> str:
-    try:
-        text = repr(value)
-    except ValueError:
-        return f"a {type(value).__name__}"
-    return text if len(text) <= 60 else text[:57] + "..."
+    return f"unknown {what} {short_repr(value)}; {tip}"
 
 
 # --- loading ---------------------------------------------------------------------------------

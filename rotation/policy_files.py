@@ -28,6 +28,7 @@ __all__ = [
     "field_path",
     "parse_yaml",
     "read_yaml",
+    "short_repr",
     "validation_errors",
 ]
 
@@ -234,7 +235,7 @@ class _Converter:
             problem = getattr(exc, "problem", None) or str(exc)
             raise self.fail(node, loc, f"invalid value: {problem}") from None
         except Exception:  # a scalar PyYAML resolved but cannot build, e.g. 2024-02-30
-            raise self.fail(node, loc, f"invalid value {_shown(node.value)}") from None
+            raise self.fail(node, loc, f"invalid value {short_repr(node.value)}") from None
 
 
 def validation_errors(
@@ -271,11 +272,12 @@ def _message(detail: ErrorDetails, fields: Sequence[str]) -> str:
     message = detail["msg"]
     value = detail.get("input")
     if isinstance(value, str | int | float) and not isinstance(value, bool):
-        message += f", got {_shown(value)}"
+        message += f", got {short_repr(value)}"
     return message
 
 
-def _shown(value: object) -> str:
+def short_repr(value: object) -> str:
+    """``repr(value)`` capped at 60 characters, for messages."""
     try:
         text = repr(value)
     except ValueError:  # an int too long to print

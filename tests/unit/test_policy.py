@@ -549,3 +549,14 @@ def test_mutated_policies_never_crash(
     other = {**MINIMAL, "name": "other", "secrets": ["other"]}
     path.write_text(yaml.safe_dump({"policies": [data, other]}))
     check_never_crashes(path)
+
+
+def test_duplicate_name_in_one_file() -> None:
+    errors = errors_of(
+        """\
+        policies:
+          - {name: a, secrets: [x], kind: random, schedule: {every: 1d}}
+          - {name: a, secrets: [y], kind: random, schedule: {every: 1d}}
+        """
+    )
+    assert errors == ["p.yaml:3: policies[1].name: policy 'a' is already defined at p.yaml:2"]
