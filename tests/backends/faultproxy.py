@@ -191,10 +191,10 @@ class FaultProxy:
                 upstream.sendall(request)
             if decision == "lost":
                 self._count("lost_replies")
-                _pipe(client if self.mode == "tcp" else None, upstream, relay_back=None)
+                _pipe(client if self.mode == "tcp" else None, upstream, None, self._stopping)
                 return
             self._count("forwarded")
-            _pipe(client if self.mode == "tcp" else None, upstream, relay_back=client)
+            _pipe(client if self.mode == "tcp" else None, upstream, client, self._stopping)
         except OSError:
             self._count("io_errors")
         finally:
@@ -239,7 +239,10 @@ def _read_request(client: socket.socket) -> bytes | None:
 
 
 def _pipe(
-    client: socket.socket | None, upstream: socket.socket, relay_back: socket.socket | None
+    client: socket.socket | None,
+    upstream: socket.socket,
+    relay_back: socket.socket | None,
+    stopping: threading.Event,
 ) -> None:
     """Copy client→upstream (tcp mode) and upstream→``relay_back`` until the upstream closes."""
     with selectors.DefaultSelector() as selector:
@@ -247,8 +250,8 @@ def _pipe(
         if client is not None:
             selector.register(client, selectors.EVENT_READ)
         deadline = time.monotonic() + upstream.gettimeout()  # type: ignore[operator]
-        while time.monotonic() < deadline:
-            for key, _ in selector.select(timeout=0.5):
+        while time.monotonic() < deadline and not stopping.is_set():
+            for key, _ in selector.select(timeout=0.1):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 data = sock.recv(65536)

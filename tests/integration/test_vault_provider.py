@@ -489,6 +489,40 @@ def test_reads_survive_30_percent_errors(
         assert proxy.stats["forwarded"] == 26  # 25 reads and one lookup-self (token TTL)
 
 
+def test_reads_survive_dropped_connections_and_latency(
+    openbao: OpenBao, vault_provider: VaultProvider, providers: list[VaultProvider]
+) -> None:
+    name = _name()
+    vault_provider.write(name, "steady")
+    with FaultProxy(upstream=_host_port(openbao.address), seed=5) as proxy:
+        flaky = VaultProvider(
+            proxy.address, TokenAuth(openbao.root_token), path_prefix=vault_provider.prefix
+        )
+        providers.append(flaky)
+        proxy.configure(drop_rate=0.3)
+        for _ in range(15):
+            assert flaky.read(name).value == "steady"
+        assert proxy.stats["drops"] >= 2
+        proxy.configure(latency=0.3)
+        started = time.monotonic()
+        assert flaky.read(name).value == "steady"
+        assert time.monotonic() - started >= 0.3
+
+
+def test_fault_proxy_tcp_mode_forwards(
+    openbao: OpenBao, vault_provider: VaultProvider, providers: list[VaultProvider]
+) -> None:
+    name = _name()
+    vault_provider.write(name, "through-tcp")
+    with FaultProxy(upstream=_host_port(openbao.address), mode="tcp") as proxy:
+        plain = VaultProvider(
+            proxy.address, TokenAuth(openbao.root_token), path_prefix=vault_provider.prefix
+        )
+        providers.append(plain)
+        assert plain.read(name).value == "through-tcp"
+        assert proxy.stats["forwarded"] >= 1
+
+
 def test_lost_replies_never_double_write(
     openbao: OpenBao, vault_provider: VaultProvider, providers: list[VaultProvider]
 ) -> None:
