@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["OpenBaoServer", "find_bao", "free_port_pair", "start_openbao"]
@@ -58,7 +58,6 @@ class OpenBaoServer:
     process: subprocess.Popen[bytes]
     workdir: tempfile.TemporaryDirectory[str]
     ca_cert: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def port(self) -> int:
