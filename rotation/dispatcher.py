@@ -78,6 +78,12 @@ def new_run(
     return run
 
 
+def _source_file(source: str) -> str:
+    """``schedules/a.yaml:3`` -> ``schedules/a.yaml``."""
+    path, _, line = source.rpartition(":")
+    return str(Path(path if path and line.isdigit() else source))
+
+
 class Dispatcher:
     """One tick of the scheduler; safe to run from any number of processes at once."""
 
@@ -113,9 +119,7 @@ class Dispatcher:
         if self.schedules_dir.is_file():
             paths = [self.schedules_dir]
         else:
-            paths = sorted(
-                p for p in self.schedules_dir.glob("*") if p.suffix in (".yaml", ".yml")
-            )
+            paths = sorted(p for p in self.schedules_dir.glob("*") if p.suffix in (".yaml", ".yml"))
         signature = []
         for path in paths:
             try:
@@ -141,21 +145,14 @@ class Dispatcher:
                     extra={"action": "policy.invalid", "file": error.file},
                 )
         broken_files = {str(Path(e.file)) for e in loaded.errors}
-        with self.runtime.ledger.transaction() as session:
-            rows = {row.name: row for row in session.scalars(select(PolicyRow))}
-            wanted = {p.name: p for p in loaded.policies}
-            changed: list[Policy] = []
-            for policy in loaded.policies:
-                row = rows.get(policy.name)
-                if row is None or row.spec_hash != policy.spec_hash:
-                    changed.append(policy)
-                    self._upsert_policy(session, row, policy, now)
-            for name, row in rows.items():
-                if name not in wanted and str(Path(row.source)) not in broken_files:
-                    session.delete(row)
-                    log.info("policy removed", extra={"action": "policy.removed", "policy": name})
-            session.flush()
-            self._sync_schedules(session, loaded.policies, changed, now, refresh_globs=stale)
+        try:
+            self._write_policies(loaded.policies, broken_files, now, refresh_globs=stale)
+        except IntegrityError:  # another process synced the same change first
+            log.info(
+                "policy sync raced another dispatcher; retrying next tick",
+                extra={"action": "policy.sync_raced"},
+            )
+            return
         self._signature = signature
         if stale:
             self._last_sync = now
@@ -163,11 +160,33 @@ class Dispatcher:
             report.synced = True
             report.errors = list(loaded.errors)
 
+    def _write_policies(
+        self, policies: list[Policy], broken_files: set[str], now: datetime, *, refresh_globs: bool
+    ) -> None:
+        with self.runtime.ledger.transaction() as session:
+            if self.runtime.ledger.dialect == "postgresql":
+                # one syncer at a time; the others then see its rows and find nothing to do
+                session.execute(text("SELECT pg_advisory_xact_lock(7450001)"))
+            rows = {row.name: row for row in session.scalars(select(PolicyRow))}
+            wanted = {p.name: p for p in policies}
+            changed: list[Policy] = []
+            for policy in policies:
+                row = rows.get(policy.name)
+                if row is None or row.spec_hash != policy.spec_hash:
+                    changed.append(policy)
+                    self._upsert_policy(session, row, policy, now)
+            for name, row in rows.items():
+                if name not in wanted and _source_file(row.source) not in broken_files:
+                    session.delete(row)
+                    log.info("policy removed", extra={"action": "policy.removed", "policy": name})
+            session.flush()
+            self._sync_schedules(session, policies, changed, now, refresh_globs=refresh_globs)
+
     def _upsert_policy(
         self, session: Session, row: PolicyRow | None, policy: Policy, now: datetime
     ) -> None:
-        spec = policy.model_dump(mode="json")
-        source = str(getattr(policy, "source", "") or self.schedules_dir)
+        spec = policy.to_spec()
+        source = policy.source or str(self.schedules_dir)
         if row is None:
             session.add(
                 PolicyRow(
@@ -239,9 +258,7 @@ class Dispatcher:
                         extra={"action": "policy.conflict", "secret": secret},
                     )
                 elif policy.name in changed_names and schedule.next_due_at is not None:
-                    schedule.next_due_at = next_due(
-                        policy, secret, schedule.last_rotated_at, now
-                    )
+                    schedule.next_due_at = next_due(policy, secret, schedule.last_rotated_at, now)
             session.execute(
                 delete(Schedule).where(
                     Schedule.policy_name == policy.name,
@@ -328,4 +345,3 @@ class Dispatcher:
             report.recovered += len(rows)
             report.enqueue.extend((run_id, state) for run_id, state in rows)
         return [run_id for run_id, _ in rows]
-

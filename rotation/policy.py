@@ -536,6 +536,12 @@ class Policy(_Spec):
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def to_spec(self) -> dict[str, Any]:
+        """Plain JSON data that validates back into an equal policy (what the ledger stores)."""
+        data = _canonical(self.model_dump())
+        assert isinstance(data, dict)
+        return data
+
     def __hash__(self) -> int:
         return hash(self.spec_hash)
 
@@ -547,7 +553,8 @@ def _canonical(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_canonical(v) for v in value]
     if isinstance(value, timedelta):
-        return value.total_seconds()
+        seconds = value.total_seconds()
+        return int(seconds) if seconds.is_integer() else seconds
     if isinstance(value, time):
         return value.strftime("%H:%M")
     return value

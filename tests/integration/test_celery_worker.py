@@ -1,0 +1,228 @@
+"""Real ``celery -A worker worker`` and ``celery -A worker beat`` processes over Redis, with a
+Postgres ledger and the local store: scheduled rotations, crash recovery, redelivery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from sqlalchemy import func, select
+
+from rotation.ledger.db import Ledger
+from rotation.ledger.models import Run, RunEvent
+from rotation.providers.local import LocalProvider, generate_key
+from rotation.values import Stage
+
+REPO = Path(__file__).resolve().parents[2]
+BROKER = os.environ.get("KEYTURN_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+POLICY = """
+policies:
+  - name: fast-keys
+    secrets: ["svc/api_key"]
+    kind: random
+    schedule: {{every: {every}}}
+    retire_after: 1s
+    max_attempts: 5
+"""
+
+
+class Cluster:
+    """Worker and beat processes sharing one environment; all killed at the end."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.app = Celery(broker=BROKER)
+        self.app.conf.update(broker_connection_retry_on_startup=True)
+
+    def start(self, role: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "celery", "-A", "worker"]
+        if role == "worker":
+            args += [
+                "worker",
+                "-Q",
+                self.env["KEYTURN_QUEUE"],
+                "-c",
+                "2",
+                "--loglevel=INFO",
+                "-n",
+                f"w{len(self.procs)}-{uuid.uuid4().hex[:6]}@%h",
+            ]
+        else:
+            args += ["beat", "--loglevel=INFO", "-s", str(self.workdir / f"beat-{len(self.procs)}")]
+        log = open(self.workdir / f"{role}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            args,
+            env={**self.env, **(extra_env or {})},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def send(self, task: str, *args: object) -> None:
+        self.app.send_task(task, args=args, queue=self.env["KEYTURN_QUEUE"])
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill(proc)
+        self.app.close()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.workdir.glob("*.log"))
+        )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, ledger_url: str) -> Iterator[Cluster]:
+    schedules = tmp_path / "schedules"
+    schedules.mkdir()
+    env = {
+        **os.environ,
+        "KEYTURN_DATABASE_URL": ledger_url,
+        "KEYTURN_BROKER_URL": BROKER,
+        "KEYTURN_QUEUE": f"kt-test-{uuid.uuid4().hex[:8]}",
+        "SECRETS_PROVIDER": "local",
+        "KEYTURN_LOCAL_DIR": str(tmp_path / "store"),
+        "KEYTURN_LOCAL_KEY": generate_key(),
+        "KEYTURN_SCHEDULES": str(schedules),
+        "KEYTURN_TICK_SECONDS": "1",
+        "KEYTURN_LEASE_SECONDS": "4",
+        "KEYTURN_REDELIVER_SECONDS": "3",
+        "PYTHONUNBUFFERED": "1",
+    }
+    c = Cluster(env, tmp_path)
+    yield c
+    c.stop()
+
+
+def store(cluster: Cluster) -> LocalProvider:
+    return LocalProvider(cluster.env["KEYTURN_LOCAL_DIR"], key=cluster.env["KEYTURN_LOCAL_KEY"])
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float, cluster: Cluster, what: str
+) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
+
+
+def runs(ledger: Ledger) -> list[Run]:
+    with ledger.sessions() as session:
+        return list(session.scalars(select(Run).order_by(Run.id)))
+
+
+def test_worker_and_beat_rotate_on_schedule(cluster: Cluster, ledger: Ledger) -> None:
+    (Path(cluster.env["KEYTURN_SCHEDULES"]) / "fast.yaml").write_text(POLICY.format(every="4s"))
+    store(cluster).write("svc/api_key", "initial")
+    cluster.start("worker")
+    cluster.start("beat")
+    cluster.start("beat")  # a second beat changes nothing
+    wait_for(
+        lambda: len([r for r in runs(ledger) if r.state == "succeeded"]) >= 2,
+        60,
+        cluster,
+        "two scheduled rotations",
+    )
+    done = [r for r in runs(ledger) if r.state == "succeeded"]
+    with ledger.sessions() as session:
+        for run in done:
+            steps = session.scalars(
+                select(RunEvent.to_state)
+                .where(RunEvent.run_id == run.id, RunEvent.outcome == "ok")
+                .order_by(RunEvent.id)
+            ).all()
+            assert steps == [
+                "created",
+                "applied",
+                "tested",
+                "promoted",
+                "restarted",
+                "retired",
+                "succeeded",
+            ]
+            assert run.trigger == "schedule"
+    # the interval is honoured: consecutive runs start >= 4s apart
+    starts = [r.created_at for r in done]
+    assert all((b - a).total_seconds() >= 3.9 for a, b in zip(starts, starts[1:], strict=False))
+
+    # a redelivered advance message for finished work does nothing
+    first = done[0]
+    with ledger.sessions() as session:
+        events_before = session.scalar(
+            select(func.count()).select_from(RunEvent).where(RunEvent.run_id == first.id)
+        )
+    cluster.send("keyturn.advance", first.id, "pending")
+    cluster.send("keyturn.advance", first.id, "tested")
+    time.sleep(3)
+    with ledger.sessions() as session:
+        events_after = session.scalar(
+            select(func.count()).select_from(RunEvent).where(RunEvent.run_id == first.id)
+        )
+    assert events_after == events_before
+
+
+@pytest.mark.parametrize(
+    "step", ["create", "apply", "test", "promote", "restart", "retire", "finish"]
+)
+def test_sigkill_mid_step_then_a_new_worker_completes(
+    cluster: Cluster, ledger: Ledger, step: str
+) -> None:
+    (Path(cluster.env["KEYTURN_SCHEDULES"]) / "fast.yaml").write_text(POLICY.format(every="30d"))
+    backend = store(cluster)
+    backend.write("svc/api_key", "initial")
+    marker = Path(cluster.workdir) / "paused"
+    doomed = cluster.start(
+        "worker", {"KEYTURN_TEST_PAUSE": f"{step}:after", "KEYTURN_TEST_PAUSE_FILE": str(marker)}
+    )
+    cluster.start("beat")  # syncs the policy; the first 30d rotation is due at once
+    wait_for(marker.exists, 45, cluster, f"the worker to pause after {step}")
+    cluster.kill(doomed)  # SIGKILL the whole worker: effect done, transition not committed
+    run = runs(ledger)[0]
+    assert run.state != "succeeded"
+    cluster.start("worker")
+    wait_for(
+        lambda: runs(ledger)[0].state in ("succeeded", "failed", "needs_attention"),
+        60,
+        cluster,
+        "the run to finish after the crash",
+    )
+    (run,) = runs(ledger)
+    assert run.state == "succeeded", run.last_error
+    versions = backend.versions("svc/api_key")
+    assert len(versions) == 2  # exactly one new version
+    current = backend.read("svc/api_key")
+    assert current.token == run.token and current.value != "initial"
+    assert backend.read("svc/api_key", stage=Stage.PREVIOUS).value == "initial"
+    assert not [v for v in versions if Stage.PENDING in v.stages]
