@@ -226,3 +226,60 @@ def test_sigkill_mid_step_then_a_new_worker_completes(
     assert current.token == run.token and current.value != "initial"
     assert backend.read("svc/api_key", stage=Stage.PREVIOUS).value == "initial"
     assert not [v for v in versions if Stage.PENDING in v.stages]
+
+
+DB_POLICY = """
+policies:
+  - name: app-db
+    secret: db/app
+    kind: postgres
+    schedule: {{every: 90d}}
+    retire_after: 1s
+    target: {{mode: alternating, admin_secret: db/admin, connect_timeout: 3}}
+"""
+
+
+def test_postgres_alternating_users_through_workers(
+    cluster: Cluster, ledger: Ledger, pg_database
+) -> None:
+    """rotate_now through Celery: the new role works, the old one is refused after retirement."""
+    from psycopg import sql
+
+    app = pg_database.role("app")
+    pg_database.track_role(app + "_clone")
+    with pg_database.admin_connect() as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(app), sql.Literal("first-password")
+            )
+        )
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(pg_database.name), sql.Identifier(app)
+            )
+        )
+    backend = store(cluster)
+    backend.write("db/admin", pg_database.admin_secret)
+    backend.write("db/app", pg_database.credential(app, "first-password"))
+    (Path(cluster.env["KEYTURN_SCHEDULES"]) / "db.yaml").write_text(DB_POLICY.format())
+    cluster.start("worker")
+    cluster.start("beat")
+    wait_for(lambda: runs(ledger), 30, cluster, "the first scheduled run")
+    wait_for(
+        lambda: runs(ledger)[0].state in ("succeeded", "failed", "needs_attention"),
+        60, cluster, "the rotation to finish",
+    )
+    (run,) = runs(ledger)
+    assert run.state == "succeeded", run.last_error
+    new = dict(backend.read("db/app").value)
+    assert new["username"] == app + "_clone"
+    assert pg_database.accepts(new["username"], new["password"])
+    assert not pg_database.accepts(app, "first-password")  # retired
+
+    cluster.send("keyturn.rotate_now", "db/app")  # manual trigger, as ops would from Flower
+    wait_for(lambda: len(runs(ledger)) == 2 and runs(ledger)[1].state == "succeeded",
+             60, cluster, "the manual rotation")
+    newer = dict(backend.read("db/app").value)
+    assert newer["username"] == app and pg_database.accepts(app, newer["password"])
+    assert not pg_database.accepts(new["username"], new["password"])
+    assert runs(ledger)[1].actor == "api" and runs(ledger)[1].trigger == "api"
