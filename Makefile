@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/keyturn demo
+	$(BIN)/keyturn run $(ARGS)
 
 test: $(STAMP) services
 	$(BIN)/python -m pytest

@@ -78,7 +78,7 @@ def promote(step: StepInput) -> StepResult:
 
 def restart(step: StepInput) -> StepResult:
     """Consumers move to the new value. Strategy ``none``: nothing to wait for."""
-    return StepResult(note=f"restart strategy {step.policy.restart.strategy}")
+    return StepResult()
 
 
 def retire(step: StepInput) -> StepResult:

@@ -10,14 +10,18 @@ from worker.beat import beat_schedule
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
+BROKER_URL = os.environ.get("KEYTURN_BROKER_URL", DEFAULT_BROKER)
+
 app = Celery("keyturn", include=["worker.tasks"])
 app.conf.update(
-    broker_url=os.environ.get("KEYTURN_BROKER_URL", DEFAULT_BROKER),
+    broker_url=BROKER_URL,
     broker_connection_retry_on_startup=True,
     broker_connection_retry=True,
     # redelivery after a lost worker comes from Redis's visibility timeout; keep it above the
     # longest step (steps are bounded by the engine's lease, 5 minutes by default)
-    broker_transport_options={"visibility_timeout": 600},
+    broker_transport_options=(
+        {"visibility_timeout": 600} if BROKER_URL.startswith(("redis", "rediss")) else {}
+    ),
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,

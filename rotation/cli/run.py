@@ -108,7 +108,8 @@ def _print_new_events(console: Console, ledger: Ledger, after: int) -> int:
         note = f"  {event.message}" if event.message else ""
         console.print(
             f"{event.at:%H:%M:%S}  run {event.run_id:<4} {secret:<22} {event.step:<8} "
-            f"{event.from_state} -> [{colour}]{event.to_state}[/]{note}"
+            f"{event.from_state} -> [{colour}]{event.to_state}[/]{note}",
+            soft_wrap=True,
         )
         after = event.id
     return after
