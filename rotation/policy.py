@@ -791,3 +791,7 @@ def resolve_secret_policies(
     if conflicts:
         raise PolicyConflictError(conflicts, resolved)
     return resolved
+
+
+# The richer restart strategies live in their own module and register themselves here.
+from rotation import restart_specs as _restart_specs  # noqa: E402, F401

@@ -129,6 +129,8 @@ class Run(Base):
     state_entered_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: Progress a step keeps across its waits (restart waves); never a value.
+    step_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class RunEvent(Base):
