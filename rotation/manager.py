@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rotation.cache import TTLCache
 from rotation.config import Settings
@@ -21,6 +22,9 @@ from rotation.names import validate_name, validate_prefix
 from rotation.providers.base import Provider
 from rotation.providers.registry import create_provider
 from rotation.values import SecretValue, VersionInfo, freeze_value
+
+if TYPE_CHECKING:
+    from rotation.consumer import ConsumerAgent, RotateCallback
 
 __all__ = [
     "RotationReport",
@@ -90,6 +94,10 @@ class SecretsManager:
         self._cache = TTLCache(cache_ttl, clock)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        #: Names read through this manager: what a consumer heartbeat announces.
+        self._in_use: set[str] = set()
+        self._rotate_callbacks: dict[str, list[RotateCallback]] = {}
+        self._agent: ConsumerAgent | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SecretsManager:
@@ -123,6 +131,7 @@ class SecretsManager:
     def _fetch(self, name: str) -> SecretValue:
         generation = self._cache.generation
         value = self.provider.read(name).value
+        self._in_use.add(name)
         self._cache.put(name, value, generation)
         return value
 
@@ -258,7 +267,42 @@ class SecretsManager:
                 report.results.append(RotationResult(name, True, version_id=version_id))
         return report
 
+    # --- consumers of rotations ----------------------------------------------------------
+
+    def on_rotate(self, name: str, callback: RotateCallback) -> None:
+        """Call ``callback(event)`` when ``name`` is promoted (after the cache entry is dropped);
+        an exception makes this consumer report failure, and the rotation rolls back."""
+        self._in_use.add(validate_name(name))
+        self._rotate_callbacks.setdefault(name, []).append(callback)
+
+    def rotate_callbacks(self, name: str) -> builtins.list[RotateCallback]:
+        return list(self._rotate_callbacks.get(name, ()))
+
+    def secrets_in_use(self) -> builtins.set[str]:
+        """Names this manager has read or registered callbacks for."""
+        return set(self._in_use)
+
+    def subscribe(
+        self,
+        redis_url: str | None = None,
+        *,
+        consumer_id: str | None = None,
+        heartbeat_ttl: float = 15.0,
+    ) -> ConsumerAgent:
+        """Follow rotations over Redis (``KEYTURN_REDIS_URL``): invalidate, call back, ack."""
+        from rotation.consumer import ConsumerAgent
+        from rotation.rollout import RolloutBus
+
+        if self._agent is None:
+            self._agent = ConsumerAgent(
+                self, RolloutBus(redis_url), consumer_id=consumer_id, heartbeat_ttl=heartbeat_ttl
+            ).start()
+        return self._agent
+
     def close(self) -> None:
+        if self._agent is not None:
+            self._agent.stop()
+            self._agent = None
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         self.provider.close()

@@ -1,0 +1,178 @@
+"""The consumer agent: keeps an application's SecretsManager in step with rotations.
+
+When a secret the application has read is promoted, the agent drops that cache entry, runs the
+callbacks registered with ``manager.on_rotate(name, callback)`` (rebuild a connection pool, an
+HTTP client...), then acknowledges ``(consumer id, secret, version)`` so the engine may retire the
+old credential. A heartbeat announces which secrets the consumer uses. Losing Redis never breaks
+``get()``: the cache's TTL still applies, and the agent resubscribes when Redis returns, dropping
+its whole cache because it may have missed promotions meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis
+
+from rotation.rollout import CHANNEL, Announcement, RolloutBus
+
+if TYPE_CHECKING:
+    from rotation.manager import SecretsManager
+
+__all__ = ["ConsumerAgent", "RotateCallback", "RotationEvent"]
+
+log = logging.getLogger("keyturn.consumer")
+
+
+@dataclass(frozen=True)
+class RotationEvent:
+    """A promotion this consumer must move to; read the new value with ``manager.get``."""
+
+    secret: str
+    version: str
+    run_id: int | None = None
+
+
+RotateCallback = Callable[[RotationEvent], None]
+
+
+class ConsumerAgent:
+    """A background thread: subscribe, heartbeat, invalidate, call back, acknowledge."""
+
+    def __init__(
+        self,
+        manager: SecretsManager,
+        bus: RolloutBus,
+        *,
+        consumer_id: str | None = None,
+        heartbeat_ttl: float = 15.0,
+    ) -> None:
+        self.manager = manager
+        self.bus = bus
+        self.consumer_id = consumer_id or (
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        )
+        self.heartbeat_ttl = heartbeat_ttl
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._handled: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    def start(self) -> ConsumerAgent:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"keyturn-consumer-{self.consumer_id}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self, leave: bool = True) -> None:
+        """Stop the thread; ``leave`` also withdraws this consumer at once."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if leave:
+            try:
+                self.bus.leave(self.consumer_id, self.manager.secrets_in_use())
+            except (redis.RedisError, OSError):
+                pass
+        self.bus.close()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            pubsub = None
+            try:
+                pubsub = self.bus.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CHANNEL)
+                # we may have missed promotions while away: forget everything cached
+                self.manager.invalidate()
+                self._beat()
+                self.connected.set()
+                backoff = 0.5
+                self._listen(pubsub)
+            except (redis.RedisError, OSError) as exc:
+                if self.connected.is_set():
+                    log.warning(
+                        "lost Redis; reads fall back to the cache TTL until it returns (%s)",
+                        type(exc).__name__,
+                        extra={"action": "consumer.disconnected", "consumer": self.consumer_id},
+                    )
+                self.connected.clear()
+                self._stop.wait(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except (redis.RedisError, OSError):
+                        pass
+
+    def _listen(self, pubsub: redis.client.PubSub) -> None:
+        beat_every = max(0.2, self.heartbeat_ttl / 3)
+        next_beat = time.monotonic() + beat_every
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=min(1.0, beat_every))
+            if message is not None and message.get("type") == "message":
+                announcement = Announcement.decode(message["data"])
+                if announcement is not None:
+                    self._handle(announcement)
+            if time.monotonic() >= next_beat:
+                self._beat()
+                next_beat = time.monotonic() + beat_every
+
+    def _beat(self) -> None:
+        secrets = self.manager.secrets_in_use()
+        self.bus.heartbeat(
+            self.consumer_id,
+            secrets,
+            self.heartbeat_ttl,
+            {"host": socket.gethostname(), "pid": os.getpid()},
+        )
+
+    def _handle(self, announcement: Announcement) -> None:
+        key = (announcement.secret, announcement.version)
+        if announcement.secret not in self.manager.secrets_in_use():
+            return
+        outcome = self._handled.get(key)
+        if outcome is None:
+            outcome = self._move(announcement)
+            self._handled[key] = outcome
+            while len(self._handled) > 1000:
+                self._handled.popitem(last=False)
+        # re-publications get the same answer again (our first ack may have been lost)
+        self.bus.acknowledge(self.consumer_id, announcement.secret, announcement.version, outcome)
+
+    def _move(self, announcement: Announcement) -> str:
+        self.manager.invalidate(announcement.secret)
+        event = RotationEvent(announcement.secret, announcement.version, announcement.run_id)
+        for callback in self.manager.rotate_callbacks(announcement.secret):
+            try:
+                callback(event)
+            except Exception as exc:
+                log.error(
+                    "on_rotate callback for %s failed: %s",
+                    announcement.secret,
+                    type(exc).__name__,
+                    extra={"action": "consumer.callback_failed", "secret": announcement.secret},
+                )
+                where = getattr(callback, "__name__", "callback")
+                return f"failed: {type(exc).__name__} in {where}"
+        log.info(
+            "moved to the new version of %s",
+            announcement.secret,
+            extra={"action": "consumer.moved", "secret": announcement.secret},
+        )
+        return "ok"

@@ -1,0 +1,137 @@
+"""The rollout bus: how the engine and the applications that use a secret talk, over Redis.
+
+Keys (secret names are safe in keys: see rotation/names.py):
+
+- ``keyturn:rotations`` (pub/sub channel): ``{"secret", "version", "run_id"}`` when a version is
+  promoted; re-published at each re-check, so a consumer that missed one hears the next.
+- ``keyturn:consumers:<secret>`` (sorted set): consumer id -> heartbeat expiry (Unix seconds).
+  A consumer that stops heart-beating stops counting once its expiry passes.
+- ``keyturn:consumer:<id>`` (string, with TTL): what the consumer announced (host, pid, secrets).
+- ``keyturn:acks:<secret>:<version>`` (hash): consumer id -> ``ok`` or ``failed: <reason>``;
+  deleted by the engine once the restart step is done, and expiring after a day regardless.
+
+No value ever crosses the bus: only names, version ids, run ids and consumer ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+__all__ = ["CHANNEL", "Announcement", "RolloutBus", "redis_url"]
+
+CHANNEL = "keyturn:rotations"
+ACK_TTL_SECONDS = 24 * 3600
+
+
+def redis_url(environ: Mapping[str, str] | None = None) -> str:
+    """``KEYTURN_REDIS_URL``, else a Redis ``KEYTURN_BROKER_URL``, else the local default."""
+    env = os.environ if environ is None else environ
+    url = env.get("KEYTURN_REDIS_URL") or ""
+    broker = env.get("KEYTURN_BROKER_URL") or ""
+    if not url and broker.startswith(("redis://", "rediss://")):
+        url = broker
+    return url or "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A promotion, as published: which secret, which version is now current, which run."""
+
+    secret: str
+    version: str
+    run_id: int | None = None
+
+    def encode(self) -> str:
+        return json.dumps({"secret": self.secret, "version": self.version, "run_id": self.run_id})
+
+    @classmethod
+    def decode(cls, data: str | bytes) -> Announcement | None:
+        try:
+            body = json.loads(data)
+            return cls(str(body["secret"]), str(body["version"]), body.get("run_id"))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class RolloutBus:
+    """Both sides of the protocol over one Redis client."""
+
+    def __init__(self, url: str | None = None, client: redis.Redis | None = None) -> None:
+        self.client: redis.Redis = client or redis.Redis.from_url(
+            url or redis_url(),
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            decode_responses=True,
+        )
+
+    # --- engine side -----------------------------------------------------------------------
+
+    def publish(self, announcement: Announcement) -> int:
+        """``PUBLISH``; returns how many subscribers got it."""
+        return int(self.client.publish(CHANNEL, announcement.encode()))
+
+    def live_consumers(self, secret: str, now: float | None = None) -> list[str]:
+        """Consumers of ``secret`` whose heartbeat has not lapsed (expired ones are dropped)."""
+        key = f"keyturn:consumers:{secret}"
+        now = time.time() if now is None else now
+        pipe = self.client.pipeline()
+        pipe.zremrangebyscore(key, "-inf", now)
+        pipe.zrangebyscore(key, now, "+inf")
+        _, members = pipe.execute()
+        return sorted(members)
+
+    def acks(self, secret: str, version: str) -> dict[str, str]:
+        """Consumer id -> ``ok`` / ``failed: ...`` for ``version`` of ``secret``."""
+        return dict(self.client.hgetall(self._ack_key(secret, version)))
+
+    def forget_acks(self, secret: str, version: str) -> None:
+        self.client.delete(self._ack_key(secret, version))
+
+    # --- consumer side ---------------------------------------------------------------------
+
+    def heartbeat(
+        self, consumer_id: str, secrets: Iterable[str], ttl: float, info: dict[str, Any]
+    ) -> None:
+        """Announce ``consumer_id`` as a live user of ``secrets`` for ``ttl`` seconds."""
+        expiry = time.time() + ttl
+        names = sorted(set(secrets))
+        pipe = self.client.pipeline()
+        for name in names:
+            pipe.zadd(f"keyturn:consumers:{name}", {consumer_id: expiry})
+            pipe.expire(f"keyturn:consumers:{name}", int(ttl) + ACK_TTL_SECONDS)
+        pipe.set(
+            f"keyturn:consumer:{consumer_id}",
+            json.dumps({**info, "secrets": names}),
+            ex=max(1, int(ttl)),
+        )
+        pipe.execute()
+
+    def leave(self, consumer_id: str, secrets: Iterable[str]) -> None:
+        """Stop counting as a consumer at once (clean shutdown)."""
+        pipe = self.client.pipeline()
+        for name in set(secrets):
+            pipe.zrem(f"keyturn:consumers:{name}", consumer_id)
+        pipe.delete(f"keyturn:consumer:{consumer_id}")
+        pipe.execute()
+
+    def acknowledge(self, consumer_id: str, secret: str, version: str, outcome: str) -> None:
+        key = self._ack_key(secret, version)
+        pipe = self.client.pipeline()
+        pipe.hset(key, consumer_id, outcome)
+        pipe.expire(key, ACK_TTL_SECONDS)
+        pipe.execute()
+
+    @staticmethod
+    def _ack_key(secret: str, version: str) -> str:
+        return f"keyturn:acks:{secret}:{version}"
+
+    def close(self) -> None:
+        self.client.close()
