@@ -95,7 +95,7 @@ class ConsumerAgent:
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = self.bus.client.pubsub(ignore_subscribe_messages=True)
+                pubsub = self.bus.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(CHANNEL)
                 # we may have missed promotions while away: forget everything cached
                 self.manager.invalidate()

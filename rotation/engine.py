@@ -11,18 +11,24 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
 from rotation.policy import Policy
+from rotation.providers.base import Provider
 from rotation.retry import ExponentialBackoff, is_retryable
 from rotation.rotators.base import RotationContext
 from rotation.runtime import Runtime
 from rotation.schedule import next_due
 from rotation.states import FINAL_STATES, NEXT_STATE, RunState
 from rotation.steps import FAILED_RETRY_DELAY, STEPS, StepInput, StepResult, rollback_where_safe
+from rotation.values import SecretValue
+
+if TYPE_CHECKING:
+    from rotation.rollout import RolloutBus
 
 __all__ = ["Advance", "Engine", "PauseHook"]
 
@@ -144,6 +150,7 @@ class Engine:
             read_secret=lambda name: provider.read(name).value,
         )
         return StepInput(
+            run_id=run.id,
             secret=run.secret,
             token=run.token,
             policy=policy,
@@ -151,8 +158,11 @@ class Engine:
             rotator=self.runtime.rotator(policy.kind),
             context=context,
             from_version=run.from_version,
+            to_version=run.to_version,
             state_entered_at=run.state_entered_at,
             now=now,
+            services=_RunServices(self, run, provider),
+            step_data=dict(run.step_data or {}),
         )
 
     # --- commits (each fenced by our lease) ------------------------------------------------
@@ -226,6 +236,7 @@ class Engine:
             "next_attempt_at": None,
             "enqueued_at": now,
             "last_error": None,
+            "step_data": None,
         }
         if result.from_version is not None:
             values["from_version"] = result.from_version
@@ -254,17 +265,20 @@ class Engine:
 
     def _wait(self, run: Run, state: RunState, step_name: str, result: StepResult) -> Advance:
         # a wait is not a failed try: give the attempt back
+        values: dict[str, object] = {
+            "attempt": run.attempt - 1,
+            "next_attempt_at": result.wait_until,
+            "enqueued_at": None,
+        }
+        if result.step_data is not None:
+            values["step_data"] = result.step_data
         self._commit(
             run,
             step_name=step_name,
             to_state=state,
             outcome="wait",
-            message=f"waiting until {result.wait_until:%Y-%m-%dT%H:%M:%SZ}",
-            values={
-                "attempt": run.attempt - 1,
-                "next_attempt_at": result.wait_until,
-                "enqueued_at": None,
-            },
+            message=result.note or f"waiting until {result.wait_until:%Y-%m-%dT%H:%M:%SZ}",
+            values=values,
         )
         return Advance(run.id, state, executed=True, wait_until=result.wait_until)
 
@@ -379,3 +393,44 @@ class Engine:
                 schedule.next_due_at = now + FAILED_RETRY_DELAY
 
         return apply
+
+
+class _RunServices:
+    """The engine's answers to a step's requests (StepServices), for one run."""
+
+    def __init__(self, engine: Engine, run: Run, provider: Provider) -> None:
+        self._engine = engine
+        self._run = run
+        self._provider = provider
+
+    def bus(self) -> RolloutBus:
+        return self._engine.runtime.rollout_bus()
+
+    def read_secret(self, name: str) -> SecretValue:
+        return self._provider.read(name).value
+
+    def claim_restart_slot(self, concurrency: int) -> bool:
+        run, ledger = self._run, self._engine.runtime.ledger
+        with ledger.transaction() as session:
+            if ledger.dialect == "postgresql":
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(7450002, hashtext(:policy))"),
+                    {"policy": run.policy_name},
+                )
+            peers = session.execute(
+                select(Run.id, Run.step_data).where(
+                    Run.policy_name == run.policy_name,
+                    Run.state == RunState.PROMOTED.value,
+                    Run.id != run.id,
+                )
+            ).all()
+            if sum(1 for _, data in peers if data and data.get("slot")) >= concurrency:
+                return False
+            data = {**(run.step_data or {}), "slot": True}
+            claimed = session.execute(
+                update(Run)
+                .where(Run.id == run.id, Run.lease_owner == self._engine.runtime.worker_id)
+                .values(step_data=data)
+                .returning(Run.id)
+            ).first()
+            return claimed is not None

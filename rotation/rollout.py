@@ -90,7 +90,8 @@ class RolloutBus:
 
     def acks(self, secret: str, version: str) -> dict[str, str]:
         """Consumer id -> ``ok`` / ``failed: ...`` for ``version`` of ``secret``."""
-        return dict(self.client.hgetall(self._ack_key(secret, version)))
+        found: dict[str, str] = self.client.hgetall(self._ack_key(secret, version))  # type: ignore[assignment]
+        return dict(found)
 
     def forget_acks(self, secret: str, version: str) -> None:
         self.client.delete(self._ack_key(secret, version))

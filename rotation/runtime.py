@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from rotation.config import Settings
 from rotation.errors import ConfigurationError
@@ -17,6 +18,9 @@ from rotation.providers.base import Provider
 from rotation.providers.registry import create_provider
 from rotation.rotators.base import Rotator
 from rotation.rotators.registry import get_rotator
+
+if TYPE_CHECKING:
+    from rotation.rollout import RolloutBus
 
 __all__ = ["Clock", "Runtime", "utcnow"]
 
@@ -47,6 +51,7 @@ class Runtime:
         self._providers: dict[str, Provider] = dict(providers or {})
         self._policies: dict[str, tuple[str, Policy]] = {}
         self._lock = threading.Lock()
+        self._bus: RolloutBus | None = None
 
     def provider(self, alias: str | None) -> Provider:
         """The provider for ``alias`` (None = SECRETS_PROVIDER), built once."""
@@ -55,6 +60,15 @@ class Runtime:
             if key not in self._providers:
                 self._providers[key] = create_provider(key, self.environ)
             return self._providers[key]
+
+    def rollout_bus(self) -> RolloutBus:
+        """The Redis rollout bus (``KEYTURN_REDIS_URL``), connected on first use."""
+        from rotation.rollout import RolloutBus, redis_url
+
+        with self._lock:
+            if self._bus is None:
+                self._bus = RolloutBus(redis_url(self.environ))
+            return self._bus
 
     def rotator(self, kind: str) -> Rotator:
         return get_rotator(kind)
@@ -78,4 +92,7 @@ class Runtime:
         for provider in self._providers.values():
             provider.close()
         self._providers.clear()
+        if self._bus is not None:
+            self._bus.close()
+            self._bus = None
         self.ledger.dispose()

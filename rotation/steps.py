@@ -4,42 +4,15 @@ its effect already there and returns early (AWS's rotation contract, keyed by th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from rotation.errors import SecretNotFound, VersionConflict
-from rotation.policy import Policy
-from rotation.providers.base import Provider
-from rotation.rotators.base import RotationContext, Rotator
+from rotation.restart import restart
 from rotation.states import RunState
+from rotation.steps_base import StepInput, StepResult
 from rotation.values import Stage
 
 __all__ = ["STEPS", "StepInput", "StepResult", "rollback_where_safe"]
-
-
-@dataclass(frozen=True)
-class StepInput:
-    """Everything a step may use; no secret value is kept here."""
-
-    secret: str
-    token: str
-    policy: Policy
-    provider: Provider
-    rotator: Rotator
-    context: RotationContext
-    from_version: str | None
-    state_entered_at: datetime
-    now: datetime
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What a step achieved: done (move on), or wait until ``wait_until`` and ask again."""
-
-    wait_until: datetime | None = None
-    from_version: str | None = None
-    to_version: str | None = None
-    note: str | None = None
 
 
 def create(step: StepInput) -> StepResult:
@@ -74,11 +47,6 @@ def test(step: StepInput) -> StepResult:
 def promote(step: StepInput) -> StepResult:
     """Pending becomes current; the old value stays valid as PREVIOUS (dual-publish)."""
     return StepResult(to_version=step.provider.promote(step.secret, token=step.token))
-
-
-def restart(step: StepInput) -> StepResult:
-    """Consumers move to the new value. Strategy ``none``: nothing to wait for."""
-    return StepResult()
 
 
 def retire(step: StepInput) -> StepResult:

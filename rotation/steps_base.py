@@ -1,0 +1,64 @@
+"""What a step gets and returns (kept apart from the steps so strategies can import it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rotation.policy import Policy
+from rotation.providers.base import Provider
+from rotation.rotators.base import RotationContext, Rotator
+from rotation.values import SecretValue
+
+if TYPE_CHECKING:
+    from rotation.rollout import RolloutBus
+
+__all__ = ["StepInput", "StepResult", "StepServices"]
+
+
+class StepServices(Protocol):
+    """What a step may ask of the engine beyond the backend and the rotator."""
+
+    def bus(self) -> RolloutBus:
+        """The Redis rollout bus (acknowledgements)."""
+        ...
+
+    def claim_restart_slot(self, concurrency: int) -> bool:
+        """Take one of the policy's ``concurrency`` restart slots for this run (idempotent)."""
+        ...
+
+    def read_secret(self, name: str) -> SecretValue:
+        """Another secret's current value (an admin credential, an HMAC key)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepInput:
+    """Everything a step may use; no secret value is kept here."""
+
+    run_id: int
+    secret: str
+    token: str
+    policy: Policy
+    provider: Provider
+    rotator: Rotator
+    context: RotationContext
+    from_version: str | None
+    to_version: str | None
+    state_entered_at: datetime
+    now: datetime
+    services: StepServices
+    step_data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step achieved: done (move on), or wait until ``wait_until`` and ask again."""
+
+    wait_until: datetime | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    note: str | None = None
+    #: Progress to keep across waits (None: leave as is; {}: clear).
+    step_data: dict[str, Any] | None = None
