@@ -17,6 +17,7 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
+from rotation.notify import Notice, Notifier
 from rotation.policy import Policy
 from rotation.providers.base import Provider
 from rotation.retry import ExponentialBackoff, is_retryable
@@ -72,6 +73,7 @@ class Engine:
         self.lease = lease
         self.backoff = backoff or ExponentialBackoff()
         self.pause_hook = pause_hook
+        self.notify = Notifier(runtime.environ)
 
     @property
     def _me(self) -> str:
@@ -256,6 +258,8 @@ class Engine:
             values=values,
             schedule_update=schedule_update,
         )
+        if committed and new_state is RunState.SUCCEEDED:
+            self.notify(Notice(run.id, run.secret, run.policy_name, new_state.value, result.note))
         return Advance(
             run.id,
             new_state,
@@ -355,7 +359,7 @@ class Engine:
         self, run: Run, final: RunState, step_name: str, policy: Policy, message: str
     ) -> Advance:
         now = self.runtime.clock()
-        self._commit(
+        committed = self._commit(
             run,
             step_name=step_name,
             to_state=final,
@@ -374,6 +378,8 @@ class Engine:
             if final is RunState.FAILED
             else None,
         )
+        if committed:
+            self.notify(Notice(run.id, run.secret, run.policy_name, final.value, message))
         return Advance(run.id, final, executed=True)
 
     def _reschedule(
