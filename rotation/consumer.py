@@ -15,7 +15,6 @@ import os
 import random
 import socket
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -66,6 +65,7 @@ class ConsumerAgent:
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._beater: threading.Thread | None = None
         self._handled: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     def start(self) -> ConsumerAgent:
@@ -74,13 +74,19 @@ class ConsumerAgent:
                 target=self._run, name=f"keyturn-consumer-{self.consumer_id}", daemon=True
             )
             self._thread.start()
+            # heartbeats run apart from callbacks: a slow pool rebuild must not look like death
+            self._beater = threading.Thread(
+                target=self._beat_loop, name=f"keyturn-heartbeat-{self.consumer_id}", daemon=True
+            )
+            self._beater.start()
         return self
 
     def stop(self, leave: bool = True) -> None:
         """Stop the thread; ``leave`` also withdraws this consumer at once."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        for thread in (self._thread, self._beater):
+            if thread is not None:
+                thread.join(10)
         if leave:
             try:
                 self.bus.leave(self.consumer_id, self.manager.secrets_in_use())
@@ -121,17 +127,20 @@ class ConsumerAgent:
                         pass
 
     def _listen(self, pubsub: redis.client.PubSub) -> None:
-        beat_every = max(0.2, self.heartbeat_ttl / 3)
-        next_beat = time.monotonic() + beat_every
         while not self._stop.is_set():
-            message = pubsub.get_message(timeout=min(1.0, beat_every))
+            message = pubsub.get_message(timeout=1.0)
             if message is not None and message.get("type") == "message":
                 announcement = Announcement.decode(message["data"])
                 if announcement is not None:
                     self._handle(announcement)
-            if time.monotonic() >= next_beat:
+
+    def _beat_loop(self) -> None:
+        every = max(0.2, self.heartbeat_ttl / 3)
+        while not self._stop.wait(every):
+            try:
                 self._beat()
-                next_beat = time.monotonic() + beat_every
+            except (redis.RedisError, OSError):
+                continue  # the listener reports the outage; keep trying
 
     def _beat(self) -> None:
         secrets = self.manager.secrets_in_use()

@@ -1,0 +1,324 @@
+"""Restart strategies and notifications, through the engine with a real Postgres ledger and a
+real Redis (the rollout bus); consumers are real ConsumerAgents over the same Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from rotation import SecretsManager
+from rotation.consumer import RotationEvent
+from rotation.ledger.models import Run, RunEvent
+from rotation.providers.memory import MemoryProvider
+from rotation.rollout import RolloutBus
+from tests.integration.test_engine import Clock, drive, make, write_policy
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def policy(secret: str, restart: str, name: str = "p", extra: str = "") -> str:
+    return f"""
+policies:
+  - name: {name}
+    secrets: ["{secret}"]
+    provider: memory
+    kind: random
+    schedule: {{every: 30d}}
+    retire_after: 0s
+    max_attempts: 3
+    restart: {restart}
+{extra}"""
+
+
+@pytest.fixture
+def secret() -> str:
+    return f"svc_{uuid.uuid4().hex[:8]}/api_key"
+
+
+@pytest.fixture
+def backend(secret: str) -> MemoryProvider:
+    provider = MemoryProvider()
+    provider.write(secret, "initial")
+    provider.write("hooks/key", "hmac-key-for-tests")
+    return provider
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYTURN_REDIS_URL", REDIS)
+
+
+def start_run(ledger_url, backend, tmp_path: Path, body: str, clock: Clock | None = None):
+    clock = clock or Clock()
+    schedules = write_policy(tmp_path / "schedules", body).parent
+    runtime, engine, dispatcher = make(ledger_url, backend, clock, schedules)
+    report = dispatcher.tick()
+    return runtime, engine, dispatcher, clock, report.enqueue
+
+
+def events(runtime, run_id: int) -> list[RunEvent]:
+    with runtime.ledger.sessions() as session:
+        return list(
+            session.scalars(select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id))
+        )
+
+
+def run_state(runtime, run_id: int) -> Run:
+    with runtime.ledger.sessions() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return run
+
+
+def advance_until_waiting(engine, run_id: int, state: str) -> str:
+    queue = [(run_id, state)]
+    last = state
+    while queue:
+        outcome = engine.advance(*queue.pop())
+        if outcome.state is not None:
+            last = outcome.state.value
+        if outcome.enqueue and outcome.state is not None:
+            queue.append((run_id, outcome.state.value))
+    return last
+
+
+@pytest.fixture
+def consumer(backend: MemoryProvider, secret: str) -> Iterator[SecretsManager]:
+    manager = SecretsManager(backend, cache_ttl=300)
+    manager.get(secret)
+    yield manager
+    manager.close()
+
+
+def test_acknowledge_waits_for_live_consumers(
+    env, ledger_url, backend, secret, consumer, tmp_path
+) -> None:
+    moved: list[RotationEvent] = []
+
+    def rebuild_pool(event: RotationEvent) -> None:
+        time.sleep(0.5)  # a pool rebuild takes a moment: the engine must wait for it
+        moved.append(event)
+
+    consumer.on_rotate(secret, rebuild_pool)
+    agent = consumer.subscribe(REDIS, heartbeat_ttl=3)
+    assert agent.connected.wait(5)
+    time.sleep(0.3)  # first heartbeat
+    runtime, engine, dispatcher, clock, enqueue = start_run(
+        ledger_url, backend, tmp_path, policy(secret, "{strategy: acknowledge, timeout: 1m}")
+    )
+    ((run_id, state),) = enqueue
+    assert consumer.get(secret) == "initial"
+    assert advance_until_waiting(engine, run_id, state) == "promoted"
+    wait = run_state(runtime, run_id)
+    assert (
+        wait.next_attempt_at is not None
+        and "waiting for 1 of 1" in events(runtime, run_id)[-1].message
+    )
+    deadline = time.monotonic() + 10
+    while not moved and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert moved and moved[0].secret == secret
+    # the consumer dropped its cache entry before acknowledging
+    assert consumer.get(secret) == backend.read(secret).value != "initial"
+    drive(engine, run_id, "promoted", clock, dispatcher)
+    run = run_state(runtime, run_id)
+    assert run.state == "succeeded"
+    restart_ok = [e for e in events(runtime, run_id) if e.step == "restart" and e.outcome == "ok"]
+    assert "1 consumer(s) acknowledged" in (restart_ok[0].message or "")
+    assert RolloutBus(REDIS).acks(secret, run.to_version or "") == {}  # cleaned up
+
+
+def test_a_failing_consumer_rolls_the_promotion_back(
+    env, ledger_url, backend, secret, consumer, tmp_path
+) -> None:
+    def broken_pool(event: RotationEvent) -> None:
+        raise ConnectionError("cannot log in with the new credential")
+
+    consumer.on_rotate(secret, broken_pool)
+    assert consumer.subscribe(REDIS, heartbeat_ttl=3).connected.wait(5)
+    time.sleep(0.3)
+    runtime, engine, dispatcher, clock, enqueue = start_run(
+        ledger_url, backend, tmp_path, policy(secret, "{strategy: acknowledge, timeout: 1m}")
+    )
+    ((run_id, state),) = enqueue
+    for _ in range(50):
+        advance_until_waiting(engine, run_id, run_state(runtime, run_id).state)
+        if run_state(runtime, run_id).state in ("failed", "needs_attention"):
+            break
+        time.sleep(0.1)
+        clock.advance(seconds=2)
+        dispatcher.tick()
+    run = run_state(runtime, run_id)
+    assert run.state == "failed"
+    assert (
+        "ConnectionError" in (run.last_error or "")
+        and "previous version is current" in run.last_error
+    )
+    assert backend.read(secret).value == "initial"  # rolled back while both were valid
+
+
+def test_a_dead_consumer_stops_counting_when_its_heartbeat_lapses(
+    env, ledger_url, backend, secret, tmp_path
+) -> None:
+    bus = RolloutBus(REDIS)
+    bus.heartbeat("ghost", [secret], ttl=2, info={})
+    runtime, engine, dispatcher, clock, enqueue = start_run(
+        ledger_url, backend, tmp_path, policy(secret, "{strategy: acknowledge, timeout: 1m}")
+    )
+    ((run_id, state),) = enqueue
+    assert advance_until_waiting(engine, run_id, state) == "promoted"
+    assert bus.live_consumers(secret) == ["ghost"]
+    time.sleep(2.2)  # the heartbeat lapses in real time (Redis keeps the expiry)
+    clock.advance(seconds=2)
+    drive(engine, run_id, "promoted", clock, dispatcher)
+    assert run_state(runtime, run_id).state == "succeeded"
+    bus.close()
+
+
+@pytest.mark.parametrize("on_timeout, final", [("fail", "failed"), ("proceed", "succeeded")])
+def test_acknowledge_timeout(env, ledger_url, backend, secret, tmp_path, on_timeout, final) -> None:
+    bus = RolloutBus(REDIS)
+    bus.heartbeat("silent", [secret], ttl=600, info={})  # alive, but never acknowledges
+    body = policy(secret, f"{{strategy: acknowledge, timeout: 30s, on_timeout: {on_timeout}}}")
+    runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
+    ((run_id, state),) = enqueue
+    drive(engine, run_id, state, clock, dispatcher)
+    run = run_state(runtime, run_id)
+    assert run.state == final
+    if final == "failed":
+        assert "timed out" in (run.last_error or "") and backend.read(secret).value == "initial"
+    else:
+        assert backend.read(secret).value != "initial"
+    bus.leave("silent", [secret])
+    bus.close()
+
+
+def test_command_strategy_runs_and_retries(env, ledger_url, backend, secret, tmp_path) -> None:
+    log = tmp_path / "restarts.log"
+    flag = tmp_path / "fail-once"
+    flag.write_text("x")
+    script = (
+        f'echo "$KEYTURN_SECRET $KEYTURN_VERSION" >> {log}; '
+        f"if [ -f {flag} ]; then rm {flag}; echo boom >&2; exit 3; fi"
+    )
+    body = policy(secret, f"{{strategy: command, commands: [[sh, -c, '{script}']], timeout: 10s}}")
+    runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
+    ((run_id, state),) = enqueue
+    drive(engine, run_id, state, clock, dispatcher)
+    run = run_state(runtime, run_id)
+    assert run.state == "succeeded"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and all(line == f"{secret} {run.to_version}" for line in lines)
+    outcomes = [e.outcome for e in events(runtime, run_id) if e.step == "restart"]
+    assert outcomes == ["retry", "ok"]
+
+
+def test_command_that_keeps_failing_rolls_back(env, ledger_url, backend, secret, tmp_path) -> None:
+    body = policy(secret, "{strategy: command, commands: [[sh, -c, 'exit 1']], timeout: 5s}")
+    runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
+    ((run_id, state),) = enqueue
+    drive(engine, run_id, state, clock, dispatcher)
+    run = run_state(runtime, run_id)
+    assert run.state == "needs_attention"
+    assert "exited with status 1" in (run.last_error or "")
+    assert backend.read(secret).value == "initial"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    answers: list[int] = []
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((dict(self.headers), body))
+        self.send_response(type(self).answers.pop(0) if type(self).answers else 200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, type[Receiver]]]:
+    handler = type("R", (Receiver,), {"answers": [], "received": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_is_signed_and_retried(
+    env, ledger_url, backend, secret, tmp_path, receiver
+) -> None:
+    url, handler = receiver
+    handler.answers[:] = [500, 200]
+    body = policy(secret, f'{{strategy: webhook, url: "{url}", hmac_secret: hooks/key}}')
+    runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
+    ((run_id, state),) = enqueue
+    drive(engine, run_id, state, clock, dispatcher)
+    assert run_state(runtime, run_id).state == "succeeded"
+    assert len(handler.received) == 2
+    headers, payload = handler.received[-1]
+    expected = hmac.new(b"hmac-key-for-tests", payload, hashlib.sha256).hexdigest()
+    assert headers["X-Keyturn-Signature"] == f"sha256={expected}"
+    sent = json.loads(payload)
+    assert sent["secret"] == secret and sent["run_id"] == run_id
+    assert backend.read(secret).value not in payload.decode()
+
+
+def test_waves_respect_the_concurrency_budget(env, ledger_url, tmp_path) -> None:
+    backend = MemoryProvider()
+    stem = f"fleet_{uuid.uuid4().hex[:6]}"
+    names = [f"{stem}/svc{i}" for i in range(3)]
+    for name in names:
+        backend.write(name, "initial")
+    bus = RolloutBus(REDIS)
+    bus.heartbeat("slow-pod", names, ttl=600, info={})  # holds the first wave open
+    restart = (
+        "{strategy: waves, concurrency: 1, waves: [{strategy: acknowledge, timeout: 10m}, "
+        "{strategy: command, commands: [[sh, -c, 'exit 0']]}]}"
+    )
+    clock = Clock()
+    schedules = write_policy(tmp_path / "schedules", policy(f"{stem}/*", restart)).parent
+    runtime, engine, dispatcher = make(ledger_url, backend, clock, schedules)
+    enqueue = dispatcher.tick().enqueue
+    assert len(enqueue) == 3
+    for run_id, state in enqueue:
+        assert advance_until_waiting(engine, run_id, state) == "promoted"
+    notes = {rid: events(runtime, rid)[-1].message or "" for rid, _ in enqueue}
+    holding = [rid for rid, note in notes.items() if "to acknowledge" in note]
+    queued = [rid for rid, note in notes.items() if "restart slot" in note]
+    assert len(holding) == 1 and len(queued) == 2  # one policy never restarts the fleet at once
+    bus.leave("slow-pod", names)
+    bus.close()
+    for run_id, _ in enqueue:
+        drive(engine, run_id, run_state(runtime, run_id).state, clock, dispatcher)
+    assert all(run_state(runtime, rid).state == "succeeded" for rid, _ in enqueue)
+
+
+def test_failure_notification_reaches_the_webhook(
+    monkeypatch, env, ledger_url, backend, secret, tmp_path, receiver
+) -> None:
+    url, handler = receiver
+    monkeypatch.setenv("KEYTURN_NOTIFY_WEBHOOK", url)
+    body = policy(secret, "{strategy: command, commands: [[sh, -c, 'exit 1']], timeout: 5s}")
+    runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
+    ((run_id, state),) = enqueue
+    drive(engine, run_id, state, clock, dispatcher)
+    assert run_state(runtime, run_id).state == "needs_attention"
+    ((headers, payload),) = handler.received
+    text = json.loads(payload)["text"]
+    assert secret in text and "needs attention" in text and f"run {run_id}" in text
+    assert "initial" not in text
