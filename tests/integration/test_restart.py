@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from sqlalchemy import select
@@ -150,7 +151,7 @@ def test_a_failing_consumer_rolls_the_promotion_back(
     runtime, engine, dispatcher, clock, enqueue = start_run(
         ledger_url, backend, tmp_path, policy(secret, "{strategy: acknowledge, timeout: 1m}")
     )
-    ((run_id, state),) = enqueue
+    ((run_id, _state),) = enqueue
     for _ in range(50):
         advance_until_waiting(engine, run_id, run_state(runtime, run_id).state)
         if run_state(runtime, run_id).state in ("failed", "needs_attention"):
@@ -235,8 +236,8 @@ def test_command_that_keeps_failing_rolls_back(env, ledger_url, backend, secret,
 
 
 class Receiver(BaseHTTPRequestHandler):
-    answers: list[int] = []
-    received: list[tuple[dict[str, str], bytes]] = []
+    answers: ClassVar[list[int]] = []
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -318,7 +319,7 @@ def test_failure_notification_reaches_the_webhook(
     ((run_id, state),) = enqueue
     drive(engine, run_id, state, clock, dispatcher)
     assert run_state(runtime, run_id).state == "needs_attention"
-    ((headers, payload),) = handler.received
+    ((_headers, payload),) = handler.received
     text = json.loads(payload)["text"]
     assert secret in text and "needs attention" in text and f"run {run_id}" in text
     assert "initial" not in text
