@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.backends.azure",
     "tests.backends.ledger",
     "tests.backends.pgserver",
+    "tests.backends.cluster",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).

@@ -3,26 +3,19 @@ Postgres ledger and the local store: scheduled rotations, crash recovery, redeli
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
+import itertools
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from celery import Celery
 from sqlalchemy import func, select
 
 from rotation.ledger.db import Ledger
-from rotation.ledger.models import Run, RunEvent
-from rotation.providers.local import LocalProvider, generate_key
+from rotation.ledger.models import RunEvent
 from rotation.values import Stage
+from tests.backends.cluster import BROKER, REPO, Cluster, runs, store, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-BROKER = os.environ.get("KEYTURN_TEST_REDIS", "redis://127.0.0.1:6379/0")
+__all__ = ["BROKER", "REPO", "Cluster", "runs", "store", "wait_for"]
 
 POLICY = """
 policies:
@@ -33,114 +26,6 @@ policies:
     retire_after: 1s
     max_attempts: 5
 """
-
-
-class Cluster:
-    """Worker and beat processes sharing one environment; all killed at the end."""
-
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.env = env
-        self.workdir = workdir
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.app = Celery(broker=BROKER)
-        self.app.conf.update(broker_connection_retry_on_startup=True)
-
-    def start(self, role: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        args = [sys.executable, "-m", "celery", "-A", "worker"]
-        if role == "worker":
-            args += [
-                "worker",
-                "-Q",
-                self.env["KEYTURN_QUEUE"],
-                "-c",
-                "2",
-                "--loglevel=INFO",
-                "-n",
-                f"w{len(self.procs)}-{uuid.uuid4().hex[:6]}@%h",
-            ]
-        else:
-            args += ["beat", "--loglevel=INFO", "-s", str(self.workdir / f"beat-{len(self.procs)}")]
-        log = open(self.workdir / f"{role}-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            args,
-            env={**self.env, **(extra_env or {})},
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-    def send(self, task: str, *args: object) -> None:
-        self.app.send_task(task, args=args, queue=self.env["KEYTURN_QUEUE"])
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill(proc)
-        self.app.close()
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(self.workdir.glob("*.log"))
-        )
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, ledger_url: str) -> Iterator[Cluster]:
-    schedules = tmp_path / "schedules"
-    schedules.mkdir()
-    env = {
-        **os.environ,
-        "KEYTURN_DATABASE_URL": ledger_url,
-        "KEYTURN_BROKER_URL": BROKER,
-        "KEYTURN_QUEUE": f"kt-test-{uuid.uuid4().hex[:8]}",
-        "SECRETS_PROVIDER": "local",
-        "KEYTURN_LOCAL_DIR": str(tmp_path / "store"),
-        "KEYTURN_LOCAL_KEY": generate_key(),
-        "KEYTURN_SCHEDULES": str(schedules),
-        "KEYTURN_TICK_SECONDS": "1",
-        "KEYTURN_LEASE_SECONDS": "4",
-        "KEYTURN_REDELIVER_SECONDS": "3",
-        "PYTHONUNBUFFERED": "1",
-    }
-    c = Cluster(env, tmp_path)
-    yield c
-    c.stop()
-
-
-def store(cluster: Cluster) -> LocalProvider:
-    return LocalProvider(cluster.env["KEYTURN_LOCAL_DIR"], key=cluster.env["KEYTURN_LOCAL_KEY"])
-
-
-def wait_for(
-    predicate: Callable[[], object], timeout: float, cluster: Cluster, what: str
-) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
-
-
-def runs(ledger: Ledger) -> list[Run]:
-    with ledger.sessions() as session:
-        return list(session.scalars(select(Run).order_by(Run.id)))
 
 
 def test_worker_and_beat_rotate_on_schedule(cluster: Cluster, ledger: Ledger) -> None:
@@ -175,7 +60,7 @@ def test_worker_and_beat_rotate_on_schedule(cluster: Cluster, ledger: Ledger) ->
             assert run.trigger == "schedule"
     # the interval is honoured: consecutive runs start >= 4s apart
     starts = [r.created_at for r in done]
-    assert all((b - a).total_seconds() >= 3.9 for a, b in zip(starts, starts[1:], strict=False))
+    assert all((b - a).total_seconds() >= 3.9 for a, b in itertools.pairwise(starts))
 
     # a redelivered advance message for finished work does nothing
     first = done[0]
@@ -267,7 +152,9 @@ def test_postgres_alternating_users_through_workers(
     wait_for(lambda: runs(ledger), 30, cluster, "the first scheduled run")
     wait_for(
         lambda: runs(ledger)[0].state in ("succeeded", "failed", "needs_attention"),
-        60, cluster, "the rotation to finish",
+        60,
+        cluster,
+        "the rotation to finish",
     )
     (run,) = runs(ledger)
     assert run.state == "succeeded", run.last_error
@@ -277,8 +164,12 @@ def test_postgres_alternating_users_through_workers(
     assert not pg_database.accepts(app, "first-password")  # retired
 
     cluster.send("keyturn.rotate_now", "db/app")  # manual trigger, as ops would from Flower
-    wait_for(lambda: len(runs(ledger)) == 2 and runs(ledger)[1].state == "succeeded",
-             60, cluster, "the manual rotation")
+    wait_for(
+        lambda: len(runs(ledger)) == 2 and runs(ledger)[1].state == "succeeded",
+        60,
+        cluster,
+        "the manual rotation",
+    )
     newer = dict(backend.read("db/app").value)
     assert newer["username"] == app and pg_database.accepts(app, newer["password"])
     assert not pg_database.accepts(new["username"], new["password"])
