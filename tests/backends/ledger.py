@@ -30,7 +30,9 @@ def _url(dbname: str) -> str:
 
 def _drop(dbname: str) -> None:
     with _admin() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+        )
 
 
 @pytest.fixture(scope="session")
