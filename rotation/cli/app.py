@@ -46,6 +46,16 @@ def _register() -> None:
     main.add_command(policies.policies_group)
     main.add_command(db.db_group)
     main.add_command(run.run_command)
+    from rotation.cli import plan, rotate, runs, secrets, status
+
+    main.add_command(status.status_command)
+    main.add_command(rotate.rotate_command)
+    main.add_command(rotate.rotate_all_command)
+    main.add_command(rotate.rollback_command)
+    main.add_command(runs.runs_command)
+    main.add_command(runs.history_command)
+    main.add_command(plan.plan_command)
+    main.add_command(secrets.secrets_group)
 
 
 _register()

@@ -1,0 +1,233 @@
+"""``keyturn rotate``, ``rotate-all`` and ``rollback``: manual rotations and their undo."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import time
+from datetime import timedelta
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from rotation.cli.common import (
+    OpsCommand,
+    cli_actor,
+    fmt_time,
+    make_console,
+    open_runtime,
+)
+from rotation.ledger.models import Run, RunEvent
+from rotation.operations import get_run, matching_secrets, rollback_secret, run_events
+from rotation.policy import format_duration, parse_duration
+from rotation.runtime import Runtime
+from rotation.states import FINAL_STATES, NEXT_STATE, RunState
+from rotation.steps import FAILED_RETRY_DELAY
+from rotation.triggers import Triggered, rotate_now
+
+#: Steps a run takes from pending to succeeded.
+TOTAL_STEPS = len(NEXT_STATE)
+_ORDER = [RunState.PENDING, *NEXT_STATE.values()]
+OUTCOME_STYLE = {"ok": "green", "wait": "yellow", "retry": "yellow", "failed": "red"}
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]*@")
+
+
+def steps_done(state: str) -> int:
+    """How many of the 7 steps a run in ``state`` has done (failed runs: where they stopped)."""
+    try:
+        return _ORDER.index(RunState(state))
+    except ValueError:
+        return 0
+
+
+def _send(console: Console, triggered: Triggered) -> None:
+    """Enqueue the run's first step; a broker outage only delays it until the dispatcher."""
+    try:
+        client = importlib.import_module("worker.client")
+        client.enqueue_advance(triggered.run_id, triggered.state)
+    except Exception as exc:  # kombu/redis errors vary; none of them carries a value
+        reason = _URL_CREDENTIALS.sub(r"\1", f"{type(exc).__name__}: {exc}".splitlines()[0])
+        console.print(
+            f"[yellow]could not send the run to the workers ({escape(reason)}); the dispatcher "
+            "will pick it up within KEYTURN_REDELIVER_SECONDS once beat and a worker run[/]"
+        )
+
+
+def _started(console: Console, triggered: Triggered) -> None:
+    name = escape(triggered.secret)
+    if triggered.created:
+        console.print(f"started run {triggered.run_id} for {name} ({triggered.state})")
+        _send(console, triggered)
+    else:
+        console.print(
+            f"{name} is already being rotated: run {triggered.run_id} ({triggered.state}); "
+            "not starting another"
+        )
+
+
+@click.command("rotate", cls=OpsCommand)
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Follow the run until it ends; exit 0 on success.")
+@click.option(
+    "--timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds --wait waits at most.",
+)
+def rotate_command(name: str, wait: bool, timeout: float) -> None:
+    """Rotate secret NAME now, through its policy (create, apply, test, promote, ...).
+
+    Starts a run unless one is already active (then shows that one). The workers do the
+    steps; --wait follows them from the ledger. With --wait the exit status is 0 when the run
+    succeeded, 1 when it failed, needs attention or is still running after --timeout.
+
+    \b
+    Examples:
+      keyturn rotate api_key_ncbi
+      keyturn rotate db_credentials --wait --timeout 900
+    """
+    console = make_console()
+    with open_runtime() as runtime:
+        triggered = rotate_now(runtime, name, actor=cli_actor(), trigger="manual")
+        _started(console, triggered)
+        if wait:
+            sys.exit(follow(runtime, console, triggered.run_id, timeout))
+
+
+@click.command("rotate-all", cls=OpsCommand)
+@click.argument("pattern")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def rotate_all_command(pattern: str, yes: bool) -> None:
+    """Rotate every scheduled secret containing PATTERN (or matching it as a glob).
+
+    Lists the matching secrets and asks before starting; secrets already being rotated keep
+    their active run.
+
+    \b
+    Examples:
+      keyturn rotate-all api_key            # every secret whose name contains api_key
+      keyturn rotate-all 'prod/*' --yes
+    """
+    console = make_console()
+    with open_runtime() as runtime:
+        names = matching_secrets(runtime, pattern)
+        if not names:
+            click.echo(
+                f"error: no scheduled secret matches {pattern!r} (see `keyturn status`)", err=True
+            )
+            sys.exit(3)
+        console.print(f"{len(names)} secret{'s' if len(names) != 1 else ''} match {pattern!r}:")
+        for name in names:
+            console.print(f"  {escape(name)}")
+        if not yes:
+            click.confirm(f"Rotate {len(names)} secrets now?", abort=True)
+        actor = cli_actor()
+        for name in names:
+            _started(console, rotate_now(runtime, name, actor=actor, trigger="manual"))
+
+
+@click.command("rollback", cls=OpsCommand)
+@click.argument("name")
+@click.option(
+    "--retry-after",
+    default=format_duration(FAILED_RETRY_DELAY),
+    show_default=True,
+    metavar="DURATION",
+    help="When the schedule tries NAME again (e.g. 1h, 7d).",
+)
+def rollback_command(name: str, retry_after: str) -> None:
+    """Make the previous version of NAME current again, undoing its rotation in progress.
+
+    Possible while the rotation has promoted the new value and not yet started retiring the
+    old one (state promoted, or restarted during the retire grace): the old credential is
+    still valid. The run ends failed ("rolled back by <you>").
+
+    \b
+    Examples:
+      keyturn rollback db_credentials
+      keyturn rollback api_key_ncbi --retry-after 7d   # hold the next try for a week
+    """
+    try:
+        delay = parse_duration(retry_after)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retry-after") from None
+    with open_runtime() as runtime:
+        done = rollback_secret(runtime, name, cli_actor(), retry_after=delay)
+    click.echo(f"rolled back {name}: run {done.run_id} ({done.from_state} -> failed); {done.note}")
+    if done.next_due_at is not None:
+        click.echo(
+            f"the schedule tries {name} again at {fmt_time(done.next_due_at)} UTC; pause its "
+            "policy (paused: true) to hold it longer"
+        )
+
+
+# --- following a run ---------------------------------------------------------------------------
+
+
+def describe_event(event: RunEvent) -> str:
+    colour = OUTCOME_STYLE.get(event.outcome, "white")
+    note = f"  {escape(event.message)}" if event.message else ""
+    return (
+        f"{event.at:%H:%M:%S}  {event.step:<8} {event.from_state} -> "
+        f"[{colour}]{event.to_state}[/] ({event.outcome}){note}"
+    )
+
+
+def follow(runtime: Runtime, console: Console, run_id: int, timeout: float) -> int:
+    """Print the run's events as they happen until it ends; the exit status for the command."""
+    deadline = time.monotonic() + timeout
+    last_event = 0
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    run = get_run(runtime, run_id)
+    assert run is not None
+    task = progress.add_task(f"run {run_id} {escape(run.secret)}", total=TOTAL_STEPS, detail="")
+    with progress:
+        while True:
+            for event in run_events(runtime, [run_id], after=last_event):
+                progress.console.print(describe_event(event), soft_wrap=True)
+                last_event = event.id
+            run = get_run(runtime, run_id)
+            assert run is not None
+            progress.update(task, completed=steps_done(run.state), detail=_detail(run))
+            if RunState(run.state) in FINAL_STATES or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+    return _verdict(console, run, timeout)
+
+
+def _detail(run: Run) -> str:
+    if run.next_attempt_at is not None and RunState(run.state) not in FINAL_STATES:
+        return f"{run.state}, waiting until {run.next_attempt_at:%H:%M:%S}"
+    return run.state
+
+
+def _verdict(console: Console, run: Run, timeout: float) -> int:
+    state = RunState(run.state)
+    if state is RunState.SUCCEEDED:
+        console.print(f"[green]run {run.id} succeeded[/]: {escape(run.secret)} rotated")
+        return 0
+    if state in FINAL_STATES:
+        console.print(
+            f"[red]run {run.id} {state.value}[/]: {escape(run.last_error or 'no error recorded')}"
+        )
+        return 1
+    waiting = f", waiting until {fmt_time(run.next_attempt_at)} UTC" if run.next_attempt_at else ""
+    console.print(
+        f"[yellow]run {run.id} is still {state.value}{waiting} after "
+        f"{format_duration(timedelta(seconds=int(timeout)))}[/]; it goes on without us: "
+        f"`keyturn history {escape(run.secret)}`"
+    )
+    return 1

@@ -1,0 +1,442 @@
+"""What the everyday CLI asks of the ledger beyond presentation: status, run queries, rollback.
+
+Status says, for monitoring, which secrets need a human: overdue (the dispatcher did not start a
+due rotation), stalled (an open run shows no progress), or a run in ``needs_attention``.
+``rollback_secret`` re-promotes the previous version of a secret whose run promoted a new one
+and has not started retiring the old one, then ends the run in ``failed``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+
+from rotation.engine import Engine
+from rotation.errors import ConfigurationError, KeyturnError, RotationError, VersionConflict
+from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
+from rotation.names import validate_name
+from rotation.runtime import Runtime
+from rotation.states import ACTIVE_STATES, FINAL_STATES, RunState
+from rotation.steps import FAILED_RETRY_DELAY, StepInput, rollback_where_safe
+
+__all__ = [
+    "NothingToRollBack",
+    "RolledBack",
+    "StatusRow",
+    "Thresholds",
+    "find_runs",
+    "get_run",
+    "matching_secrets",
+    "provider_of",
+    "rollback_secret",
+    "run_events",
+    "status_rows",
+]
+
+#: Added to two dispatcher ticks before a due secret counts as overdue: a slow tick, clock
+#: skew between this host and the ledger, a worker busy with a long step.
+OVERDUE_SLACK = timedelta(minutes=5)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name) or default)
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """How late is too late: for a due secret to start, and for an open run to move."""
+
+    tolerance: timedelta
+    stall_after: timedelta
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, tolerance: timedelta | None = None
+    ) -> Thresholds:
+        """Two ``KEYTURN_TICK_SECONDS`` plus 5 minutes; a run stalls after its lease expired,
+        the redelivery delay passed, and that tolerance again."""
+        env = os.environ if environ is None else environ
+        tick = _seconds(env, "KEYTURN_TICK_SECONDS", 5.0)
+        if tolerance is None:
+            tolerance = timedelta(seconds=2 * tick) + OVERDUE_SLACK
+        lease = _seconds(env, "KEYTURN_LEASE_SECONDS", 300.0)
+        redeliver = _seconds(env, "KEYTURN_REDELIVER_SECONDS", 60.0)
+        return cls(tolerance, timedelta(seconds=lease + redeliver) + tolerance)
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One scheduled secret as ``keyturn status`` shows it; ``problem`` set = exit status 2."""
+
+    secret: str
+    provider: str
+    policy: str
+    paused: bool
+    last_rotated_at: datetime | None
+    next_due_at: datetime | None
+    #: The latest run's state, or ``idle`` when the secret was never rotated by a run.
+    state: str
+    run_id: int | None
+    #: now - last_rotated_at.
+    age: timedelta | None
+    #: ``overdue``, ``stalled`` or ``needs_attention``; None when all is well.
+    problem: str | None = None
+    #: How long past due (overdue) or without progress (stalled).
+    late: timedelta | None = None
+    #: The latest run's wait (retire grace, backoff) and error, for the note.
+    waiting_until: datetime | None = None
+    last_error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None and RunState(self.state) in ACTIVE_STATES
+
+
+def status_rows(runtime: Runtime, now: datetime, thresholds: Thresholds) -> list[StatusRow]:
+    """Every scheduled secret with its policy and latest run, assessed at ``now``."""
+    latest = select(Run.secret, func.max(Run.id).label("run_id")).group_by(Run.secret).subquery()
+    with runtime.ledger.sessions() as session:
+        found = session.execute(
+            select(Schedule, PolicyRow, Run)
+            .join(PolicyRow, PolicyRow.name == Schedule.policy_name)
+            .outerjoin(latest, latest.c.secret == Schedule.secret)
+            .outerjoin(Run, Run.id == latest.c.run_id)
+            .order_by(Schedule.secret)
+        ).all()
+    rows = []
+    for schedule, policy, run in found:
+        last = schedule.last_rotated_at
+        problem, late = _assess(schedule, policy, run, now, thresholds)
+        rows.append(
+            StatusRow(
+                secret=schedule.secret,
+                provider=policy.spec.get("provider") or runtime.default_provider,
+                policy=policy.name,
+                paused=policy.paused,
+                last_rotated_at=last,
+                next_due_at=schedule.next_due_at,
+                state=run.state if run is not None else "idle",
+                run_id=run.id if run is not None else None,
+                age=now - last if last is not None else None,
+                problem=problem,
+                late=late,
+                waiting_until=run.next_attempt_at if run is not None else None,
+                last_error=run.last_error if run is not None else None,
+            )
+        )
+    return rows
+
+
+def _assess(
+    schedule: Schedule, policy: PolicyRow, run: Run | None, now: datetime, limits: Thresholds
+) -> tuple[str | None, timedelta | None]:
+    state = RunState(run.state) if run is not None else None
+    if state is RunState.NEEDS_ATTENTION:
+        return "needs_attention", None
+    if run is not None and state not in FINAL_STATES:
+        moved = max(run.updated_at, run.next_attempt_at or run.updated_at)
+        stalled = now - moved > limits.stall_after
+        return ("stalled", now - moved) if stalled else (None, None)
+    if policy.paused:
+        return None, None
+    if schedule.next_due_at is None:  # no run holds it, yet nothing will start one
+        return "overdue", None
+    late = now - schedule.next_due_at
+    return ("overdue", late) if late > limits.tolerance else (None, None)
+
+
+# --- run queries -----------------------------------------------------------------------------
+
+
+def find_runs(
+    runtime: Runtime, *, secret: str | None = None, state: str | None = None, limit: int = 50
+) -> list[Run]:
+    """The newest runs first, optionally of one secret and/or in one state."""
+    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if secret is not None:
+        query = query.where(Run.secret == secret)
+    if state is not None:
+        query = query.where(Run.state == state)
+    with runtime.ledger.sessions() as session:
+        return list(session.scalars(query))
+
+
+def get_run(runtime: Runtime, run_id: int) -> Run | None:
+    with runtime.ledger.sessions() as session:
+        return session.get(Run, run_id)
+
+
+def run_events(runtime: Runtime, run_ids: Sequence[int], after: int = 0) -> list[RunEvent]:
+    """The events of ``run_ids`` with an id above ``after``, oldest first."""
+    if not run_ids:
+        return []
+    with runtime.ledger.sessions() as session:
+        return list(
+            session.scalars(
+                select(RunEvent)
+                .where(RunEvent.run_id.in_(run_ids), RunEvent.id > after)
+                .order_by(RunEvent.id)
+            )
+        )
+
+
+def provider_of(runtime: Runtime, secret: str) -> str:
+    """The backend alias of ``secret``: its policy's provider, else SECRETS_PROVIDER."""
+    with runtime.ledger.sessions() as session:
+        spec = session.scalar(
+            select(PolicyRow.spec)
+            .join(Schedule, Schedule.policy_name == PolicyRow.name)
+            .where(Schedule.secret == secret)
+        )
+    alias = spec.get("provider") if isinstance(spec, dict) else None
+    return alias or runtime.default_provider
+
+
+def matching_secrets(runtime: Runtime, pattern: str) -> list[str]:
+    """Scheduled secrets containing ``pattern``, or matching it as a glob (as ``rotate_all``)."""
+    with runtime.ledger.sessions() as session:
+        names = session.scalars(select(Schedule.secret).order_by(Schedule.secret)).all()
+    if any(c in pattern for c in "*?["):
+        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return [n for n in names if pattern in n]
+
+
+# --- rollback --------------------------------------------------------------------------------
+
+
+class NothingToRollBack(KeyturnError):
+    """Nothing to roll back: no rotation of this secret is between promotion and retirement."""
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """The run that was rolled back, from which state, and when the secret is next due."""
+
+    secret: str
+    run_id: int
+    from_state: str
+    note: str
+    next_due_at: datetime | None
+
+
+_ROLLBACK_STATES = (RunState.PROMOTED.value, RunState.RESTARTED.value)
+
+
+def rollback_secret(
+    runtime: Runtime,
+    secret: str,
+    actor: str,
+    *,
+    retry_after: timedelta = FAILED_RETRY_DELAY,
+    lease: timedelta = timedelta(minutes=5),
+) -> RolledBack:
+    """Re-promote the previous version of ``secret`` while it is still valid; end the run failed.
+
+    Possible while the secret's active run is ``promoted``, or ``restarted`` before its retire
+    step tried anything (``attempt`` 0: the old credential is untouched). Takes the run's lease
+    with the engine's compare-and-set, so no step runs meanwhile. The schedule tries the secret
+    again after ``retry_after``.
+    """
+    validate_name(secret)
+    run = _active_run(runtime, secret)
+    if run is None or run.state not in _ROLLBACK_STATES or _retire_started(run):
+        raise NothingToRollBack(_refusal(runtime, secret, run))
+    owner = f"rollback:{actor}@{runtime.worker_id}"[:200]
+    _take_lease(runtime, run, owner, lease)
+    try:
+        step = _step_input(runtime, run, runtime.clock())
+        if step.provider.read(secret).token != run.token:
+            raise NothingToRollBack(
+                f"nothing to roll back: the current version of {secret!r} is no longer the one "
+                f"run {run.id} promoted (it was written since); nothing was changed"
+            )
+    except BaseException:
+        _release(runtime, run, owner)
+        raise
+    try:
+        # restarted before retire is, for backend and target, the same as promoted
+        note = rollback_where_safe(step, RunState.PROMOTED)
+    except Exception as exc:
+        error = f"rollback by {actor} incomplete ({type(exc).__name__}: {exc})"[:_MAX_ERROR]
+        _end(runtime, run, owner, RunState.NEEDS_ATTENTION, error, error, None)
+        raise RotationError(f"{error}; run {run.id} of {secret!r} now needs attention") from exc
+    next_due_at = _end(
+        runtime,
+        run,
+        owner,
+        RunState.FAILED,
+        f"rolled back by {actor}",
+        f"rolled back by {actor}: {note}",
+        retry_after,
+    )
+    return RolledBack(secret, run.id, run.state, note, next_due_at)
+
+
+_MAX_ERROR = 1000
+
+
+def _active_run(runtime: Runtime, secret: str) -> Run | None:
+    with runtime.ledger.sessions() as session:
+        return session.scalars(
+            select(Run).where(Run.secret == secret, Run.state.in_([s.value for s in ACTIVE_STATES]))
+        ).first()
+
+
+def _retire_started(run: Run) -> bool:
+    # a retire try counts in ``attempt``; the grace wait gives its attempt back
+    return run.state == RunState.RESTARTED.value and run.attempt > 0
+
+
+def _refusal(runtime: Runtime, secret: str, active: Run | None) -> str:
+    if active is not None:
+        if active.state == RunState.NEEDS_ATTENTION.value:
+            return (
+                f"nothing to roll back: run {active.id} of {secret!r} needs attention "
+                f"({active.last_error or 'no error recorded'}); resolve it by hand"
+            )
+        if _retire_started(active) or active.state == RunState.RETIRED.value:
+            return (
+                f"nothing to roll back: run {active.id} of {secret!r} has started retiring the "
+                "previous credential, which may be partly revoked; let it finish or resolve it "
+                "by hand"
+            )
+        if active.state not in _ROLLBACK_STATES:
+            return (
+                f"nothing to roll back yet: run {active.id} of {secret!r} is in {active.state}, "
+                "before promotion, so the new value is not current (a failing step rolls "
+                "itself back)"
+            )
+        return f"run {active.id} of {secret!r} changed while we looked; try again"
+    runs = find_runs(runtime, secret=secret, limit=1)
+    if not runs:
+        return f"nothing to roll back: {secret!r} has never been rotated by Keyturn"
+    last = runs[0]
+    if last.state == RunState.SUCCEEDED.value:
+        retired = [e for e in run_events(runtime, [last.id]) if e.to_state == "retired"]
+        at = retired[-1].at if retired else last.finished_at
+        return (
+            f"nothing to roll back: the last rotation of {secret!r} (run {last.id}) finished "
+            f"and its previous credential was retired at {_stamp(at)}"
+        )
+    return (
+        f"nothing to roll back: the last rotation of {secret!r} (run {last.id}) ended "
+        f"{last.state} at {_stamp(last.finished_at)} ({last.last_error or 'no error recorded'})"
+    )
+
+
+def _stamp(at: datetime | None) -> str:
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC" if at is not None else "an unknown time"
+
+
+def _take_lease(runtime: Runtime, run: Run, owner: str, lease: timedelta) -> None:
+    now = runtime.clock()
+    with runtime.ledger.transaction() as session:
+        taken = session.execute(
+            update(Run)
+            .where(
+                Run.id == run.id,
+                Run.state == run.state,
+                or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+                or_(Run.state == RunState.PROMOTED.value, Run.attempt == 0),
+            )
+            .values(lease_owner=owner, lease_expires_at=now + lease, updated_at=now)
+            .returning(Run.id)
+        ).first()
+    if taken is not None:
+        return
+    with runtime.ledger.sessions() as session:
+        fresh = session.get(Run, run.id)
+    leased = fresh is not None and (fresh.lease_expires_at or now) > now
+    if fresh is not None and leased and fresh.state == run.state:
+        raise VersionConflict(
+            f"run {run.id} of {run.secret!r} is being advanced by "
+            f"{fresh.lease_owner or 'a worker'} right now; try again in a few seconds"
+        )
+    still_active = fresh if fresh is not None and fresh.state not in FINAL_STATES else None
+    raise NothingToRollBack(_refusal(runtime, run.secret, still_active))
+
+
+def _release(runtime: Runtime, run: Run, owner: str) -> None:
+    with runtime.ledger.transaction() as session:
+        session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+
+
+def _step_input(runtime: Runtime, run: Run, now: datetime) -> StepInput:
+    """The input of a step of ``run``, exactly as the engine builds it."""
+    with runtime.ledger.sessions() as session:
+        row = session.get(PolicyRow, run.policy_name)
+    if row is None:
+        raise ConfigurationError(
+            f"policy {run.policy_name!r} of run {run.id} no longer exists; nothing was changed"
+        )
+    # the engine's own builder: a step input must match what its steps get (services, data)
+    return Engine(runtime)._step_input(run, runtime.policy(row), now)
+
+
+def _end(
+    runtime: Runtime,
+    run: Run,
+    owner: str,
+    final: RunState,
+    last_error: str,
+    message: str,
+    retry_after: timedelta | None,
+) -> datetime | None:
+    """Commit the run's end (fenced by our lease) with its event and the schedule's next try."""
+    now = runtime.clock()
+    next_due_at = None
+    with runtime.ledger.transaction() as session:
+        changed = session.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.lease_owner == owner, Run.state == run.state)
+            .values(
+                state=final.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+                state_entered_at=now,
+                finished_at=now,
+                last_error=last_error[:_MAX_ERROR],
+                next_attempt_at=None,
+                enqueued_at=None,
+            )
+            .returning(Run.id)
+        ).first()
+        if changed is None:
+            raise VersionConflict(
+                f"run {run.id} of {run.secret!r} lost its rollback lease before the commit; "
+                f"check `keyturn history {run.secret}`"
+            )
+        session.add(
+            RunEvent(
+                run_id=run.id,
+                at=now,
+                step="rollback",
+                from_state=run.state,
+                to_state=final.value,
+                outcome="rollback" if final is RunState.FAILED else "failed",
+                attempt=run.attempt,
+                worker=owner,
+                message=message[:_MAX_ERROR],
+            )
+        )
+        if retry_after is not None:
+            schedule = session.execute(
+                select(Schedule).where(Schedule.secret == run.secret).with_for_update()
+            ).scalar_one_or_none()
+            if schedule is not None and schedule.policy_name == run.policy_name:
+                schedule.last_run_id = run.id
+                schedule.next_due_at = next_due_at = now + retry_after
+    return next_due_at
