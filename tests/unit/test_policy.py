@@ -188,7 +188,7 @@ def test_kind_targets_are_pluggable(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"window": {"start": "25:00", "end": "02:00"}}, "invalid time"),
         ({"window": {"days": []}}, "at least one day"),
         ({"window": {"days": ["funday"]}}, "unknown day"),
-        ({"restart": {"strategy": "webhook"}}, "unknown restart strategy"),
+        ({"restart": {"strategy": "reboot"}}, "unknown restart strategy"),
         ({"target": {"issuer": "not an import path"}}, "package.module:attr"),
         ({"max_attempts": 0}, "greater than or equal to 1"),
         ({"max_attempts": 51}, "less than or equal to 50"),
@@ -220,14 +220,14 @@ def test_restart_strategies_can_grow(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from rotation.policy import RESTART_STRATEGIES, RestartStrategy
 
-    class Command(RestartStrategy):
-        strategy: Literal["command"] = "command"
+    class Reload(RestartStrategy):
+        strategy: Literal["reload"] = "reload"
         command: str
 
-    monkeypatch.setitem(RESTART_STRATEGIES, "command", Command)
-    p = policy(restart={"strategy": "command", "command": "systemctl reload app"})
-    assert isinstance(p.restart, Command)
-    assert p.spec_hash != policy(restart={"strategy": "command", "command": "other"}).spec_hash
+    monkeypatch.setitem(RESTART_STRATEGIES, "reload", Reload)
+    p = policy(restart={"strategy": "reload", "command": "systemctl reload app"})
+    assert isinstance(p.restart, Reload)
+    assert p.spec_hash != policy(restart={"strategy": "reload", "command": "other"}).spec_hash
 
 
 # --- files -----------------------------------------------------------------------------------
