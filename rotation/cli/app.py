@@ -56,6 +56,9 @@ def _register() -> None:
     main.add_command(runs.history_command)
     main.add_command(plan.plan_command)
     main.add_command(secrets.secrets_group)
+    from rotation.cli.metrics import metrics_command
+
+    main.add_command(metrics_command)
 
 
 _register()
