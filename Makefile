@@ -29,7 +29,7 @@ integration: $(STAMP) services
 	$(BIN)/python -m pytest -m integration
 
 faults: $(STAMP) services
-	$(BIN)/python -m pytest -m faults tests/faults
+	$(BIN)/python -m pytest -m "faults and not soak" tests/faults
 
 soak: $(STAMP) services
 	$(BIN)/python -m pytest -m soak tests/faults
