@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 
 from rotation.errors import InvalidSecretName
 
-__all__ = ["MAX_NAME_LENGTH", "validate_name", "validate_prefix"]
+__all__ = ["MAX_NAME_LENGTH", "matches_pattern", "validate_name", "validate_prefix"]
 
 MAX_NAME_LENGTH = 200
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
@@ -53,3 +54,10 @@ def _shown(name: str) -> str:
     """The name as it may appear in a message: control characters escaped, length capped."""
     shown = name.encode("unicode_escape").decode("ascii")
     return repr(shown if len(shown) <= 80 else shown[:77] + "...")
+
+
+def matches_pattern(name: str, pattern: str) -> bool:
+    """``rotate_all``'s rule: a glob when ``pattern`` has ``*?[``, else a substring."""
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return pattern in name

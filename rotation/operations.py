@@ -8,7 +8,6 @@ and has not started retiring the old one, then ends the run in ``failed``.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from rotation.names import validate_name
 from rotation.runtime import Runtime
 from rotation.states import ACTIVE_STATES, FINAL_STATES, RunState
 from rotation.steps import FAILED_RETRY_DELAY, StepInput, rollback_where_safe
+from rotation.triggers import matching_secrets
 
 __all__ = [
     "NothingToRollBack",
@@ -198,15 +198,6 @@ def provider_of(runtime: Runtime, secret: str) -> str:
         )
     alias = spec.get("provider") if isinstance(spec, dict) else None
     return alias or runtime.default_provider
-
-
-def matching_secrets(runtime: Runtime, pattern: str) -> list[str]:
-    """Scheduled secrets containing ``pattern``, or matching it as a glob (as ``rotate_all``)."""
-    with runtime.ledger.sessions() as session:
-        names = session.scalars(select(Schedule.secret).order_by(Schedule.secret)).all()
-    if any(c in pattern for c in "*?["):
-        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    return [n for n in names if pattern in n]
 
 
 # --- rollback --------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -10,11 +9,11 @@ from sqlalchemy import select
 from rotation.dispatcher import new_run
 from rotation.errors import ConfigurationError, InvalidSecretName
 from rotation.ledger.models import PolicyRow, Run, Schedule
-from rotation.names import validate_name
+from rotation.names import matches_pattern, validate_name
 from rotation.runtime import Runtime
 from rotation.states import ACTIVE_STATES
 
-__all__ = ["TRIGGERS", "Triggered", "rotate_all", "rotate_now"]
+__all__ = ["TRIGGERS", "Triggered", "matching_secrets", "rotate_all", "rotate_now"]
 
 #: Who asked for a run: the scheduler, a person (CLI), or a program (Celery/Flower API).
 TRIGGERS = ("schedule", "manual", "api")
@@ -74,14 +73,20 @@ def rotate_now(runtime: Runtime, secret: str, *, actor: str, trigger: str = "man
         return Triggered(secret, run.id, True, run.state)
 
 
-def rotate_all(
-    runtime: Runtime, pattern: str, *, actor: str, trigger: str = "manual"
-) -> list[Triggered]:
-    """``rotate_now`` for every scheduled secret containing ``pattern`` (or matching it as a glob)."""
+def matching_secrets(runtime: Runtime, pattern: str) -> list[str]:
+    """Scheduled secrets containing ``pattern``, or matching it as a glob."""
     if not pattern or any(ord(c) < 32 for c in pattern):
         raise InvalidSecretName("rotate_all needs a non-empty pattern without control characters.")
     with runtime.ledger.sessions() as session:
         names = session.scalars(select(Schedule.secret).order_by(Schedule.secret)).all()
-    glob = any(c in pattern for c in "*?[")
-    matching = [n for n in names if (fnmatch.fnmatchcase(n, pattern) if glob else pattern in n)]
-    return [rotate_now(runtime, n, actor=actor, trigger=trigger) for n in matching]
+    return [n for n in names if matches_pattern(n, pattern)]
+
+
+def rotate_all(
+    runtime: Runtime, pattern: str, *, actor: str, trigger: str = "manual"
+) -> list[Triggered]:
+    """``rotate_now`` for every scheduled secret matching ``pattern`` (see ``matching_secrets``)."""
+    return [
+        rotate_now(runtime, name, actor=actor, trigger=trigger)
+        for name in matching_secrets(runtime, pattern)
+    ]
