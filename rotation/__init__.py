@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from rotation.audit import AuditEvent, AuditWriteFailed
 from rotation.errors import (
     AuthenticationFailed,
     BackendError,
@@ -31,9 +32,12 @@ from rotation.manager import (
     reset_secrets_manager,
     set_secret,
 )
+from rotation.roles import Permission, Principal, Role, acting_as, current_principal, require_role
 from rotation.values import SecretVersion, Stage, VersionInfo
 
 __all__ = [
+    "AuditEvent",
+    "AuditWriteFailed",
     "AuthenticationFailed",
     "BackendError",
     "BackendUnavailable",
@@ -41,7 +45,10 @@ __all__ = [
     "InvalidSecretName",
     "InvalidSecretValue",
     "KeyturnError",
+    "Permission",
     "PermissionDenied",
+    "Principal",
+    "Role",
     "RotationError",
     "RotationReport",
     "RotationResult",
@@ -54,8 +61,11 @@ __all__ = [
     "UnsupportedOperation",
     "VersionConflict",
     "VersionInfo",
+    "acting_as",
+    "current_principal",
     "get_secret",
     "get_secrets_manager",
+    "require_role",
     "reset_secrets_manager",
     "set_secret",
 ]

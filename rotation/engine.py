@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
+from rotation.audit import append as audit_append
+from rotation.audit import transition_event
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
 from rotation.notify import Notice, Notifier
 from rotation.policy import Policy
@@ -209,6 +211,11 @@ class Engine:
             )
             if schedule_update is not None:
                 schedule_update(session, now)
+            if to_state.value != run.state:  # audit: last, so the chain's lock is held briefly
+                event = transition_event(
+                    run, to_state.value, step_name, outcome, message, now, values
+                )
+                audit_append(session, event)
         log.info(
             "run %s %s: %s -> %s (%s)",
             run.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextvars
 import fnmatch
 import logging
 import os
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from rotation.audit import Auditor, AuditSink, sink_from_env
 from rotation.cache import TTLCache
 from rotation.config import Settings
 from rotation.errors import KeyturnError, SecretNotFound, UnsupportedOperation
@@ -21,6 +23,7 @@ from rotation.generator import GeneratorPolicy, generate
 from rotation.names import validate_name, validate_prefix
 from rotation.providers.base import Provider
 from rotation.providers.registry import create_provider
+from rotation.roles import GUARD, Permission, ensure_configured
 from rotation.values import SecretValue, VersionInfo, freeze_value
 
 if TYPE_CHECKING:
@@ -88,8 +91,14 @@ class SecretsManager:
         cache_ttl: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         generator: GeneratorPolicy | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self.provider = provider
+        # audit and roles (docs/audit-and-roles.md): checks run only while GUARD.on
+        self.audit = audit
+        self._auditor = Auditor(audit)
+        self._guard = GUARD
+        ensure_configured()
         self.generator = generator or GeneratorPolicy()
         self._cache = TTLCache(cache_ttl, clock)
         self._pool: ThreadPoolExecutor | None = None
@@ -101,10 +110,13 @@ class SecretsManager:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SecretsManager:
-        """Built from ``SECRETS_PROVIDER``, ``SECRETS_CACHE_TTL`` and the provider's variables."""
+        """Built from ``SECRETS_PROVIDER``, ``SECRETS_CACHE_TTL`` and the provider's variables;
+        audited per ``KEYTURN_AUDIT`` (the ledger when ``KEYTURN_DATABASE_URL`` is set)."""
         env = os.environ if environ is None else environ
         settings = Settings.from_env(env)
-        return cls(create_provider(settings.provider, env), cache_ttl=settings.cache_ttl)
+        ensure_configured(env)
+        provider = create_provider(settings.provider, env)
+        return cls(provider, cache_ttl=settings.cache_ttl, audit=sink_from_env(env))
 
     @property
     def cache_ttl(self) -> float:
@@ -122,6 +134,8 @@ class SecretsManager:
 
     def get(self, name: str, use_cache: bool = True) -> SecretValue:
         """The current value of ``name``; ``use_cache=False`` reads the backend and re-caches."""
+        if self._guard.on:
+            self._auditor.authorize(Permission.READ, "secret.get", name)
         if use_cache:
             hit = self._cache.get(name)
             if hit is not None:
@@ -130,7 +144,11 @@ class SecretsManager:
 
     def _fetch(self, name: str) -> SecretValue:
         generation = self._cache.generation
-        value = self.provider.read(name).value
+        # audited on backend reads only: a cache hit returns what an audited read fetched
+        with self._auditor.read("secret.get", name) as note:
+            version = self.provider.read(name)
+            note.version_id = version.version_id
+        value = version.value
         self._in_use.add(name)
         self._cache.put(name, value, generation)
         return value
@@ -142,6 +160,9 @@ class SecretsManager:
         wanted = list(dict.fromkeys(names))
         for name in wanted:
             validate_name(name)
+        if self._guard.on:
+            for name in wanted:
+                self._auditor.authorize(Permission.READ, "secret.get", name)
         found: dict[str, SecretValue] = {}
         misses = []
         for name in wanted:
@@ -175,15 +196,25 @@ class SecretsManager:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(BATCH_WORKERS, thread_name_prefix="keyturn-get")
-        return list(self._pool.map(fn, names))
+        # pool threads act as the caller (roles.acting_as is a context variable)
+        contexts = [contextvars.copy_context() for _ in names]
+        return list(self._pool.map(lambda ctx, name: ctx.run(fn, name), contexts, names))
 
     def list(self, prefix: str = "") -> list[str]:
         """Names of all secrets, or those starting with ``prefix``."""
-        return self.provider.list(validate_prefix(prefix))
+        validate_prefix(prefix)
+        if self._guard.on:
+            self._auditor.authorize(Permission.LIST, "secret.list", prefix or None)
+        with self._auditor.read("secret.list", detail=f"prefix {prefix!r}" if prefix else None):
+            return self.provider.list(prefix)
 
     def versions(self, name: str) -> builtins.list[VersionInfo]:
         """Version id, creation time and stages of each retained version; never values."""
-        return self.provider.versions(validate_name(name))
+        validate_name(name)
+        if self._guard.on:
+            self._auditor.authorize(Permission.LIST, "secret.versions", name)
+        with self._auditor.read("secret.versions", name):
+            return self.provider.versions(name)
 
     # --- writing --------------------------------------------------------------------------
 
@@ -191,25 +222,35 @@ class SecretsManager:
         """Store ``value`` as the new current version; returns its version id."""
         validate_name(name)
         frozen = freeze_value(value)
-        try:
-            version_id = self.provider.write(name, frozen)
-        finally:
-            self._cache.invalidate(name)
+        if self._guard.on:
+            self._auditor.authorize(Permission.WRITE, "secret.set", name)
+        with self._auditor.write("secret.set", name) as note:
+            try:
+                version_id = self.provider.write(name, frozen)
+            finally:
+                self._cache.invalidate(name)
+            note.version_id = version_id
         log.info("secret written", extra={"action": "secret.set", "secret": name})
         return version_id
 
     def set_many(self, values: Mapping[str, SecretValue]) -> dict[str, str]:
         """Store several values; every name and value is checked before anything is written."""
         checked = {validate_name(name): freeze_value(value) for name, value in values.items()}
+        if self._guard.on:  # all or nothing: every name is allowed before any is written
+            for name in checked:
+                self._auditor.authorize(Permission.WRITE, "secret.set", name)
         return {name: self.set(name, value) for name, value in checked.items()}
 
     def delete(self, name: str) -> None:
         """Delete ``name`` and all its versions."""
         validate_name(name)
-        try:
-            self.provider.delete(name)
-        finally:
-            self._cache.invalidate(name)
+        if self._guard.on:
+            self._auditor.authorize(Permission.DELETE, "secret.delete", name)
+        with self._auditor.write("secret.delete", name):
+            try:
+                self.provider.delete(name)
+            finally:
+                self._cache.invalidate(name)
         log.info("secret deleted", extra={"action": "secret.delete", "secret": name})
 
     def invalidate(self, name: str | None = None) -> None:
@@ -224,12 +265,24 @@ class SecretsManager:
         A string secret gets a new string; a JSON secret gets a new ``password`` field. The new
         value is staged as pending, then promoted, so plain readers never see a half state.
         For credentials that must also change in a target system, use a rotation policy."""
+        validate_name(name)
+        if self._guard.on:
+            self._auditor.authorize(Permission.ROTATE, "secret.rotate", name)
         return self._rotate(name, generator)[0]
 
     def _rotate(
         self, name: str, generator: GeneratorPolicy | None = None
     ) -> tuple[SecretValue, str]:
         validate_name(name)
+        with self._auditor.write("secret.rotate", name) as note:
+            new_value, version_id = self._rotate_unaudited(name, generator)
+            note.version_id = version_id
+        log.info("secret rotated", extra={"action": "secret.rotate", "secret": name})
+        return new_value, version_id
+
+    def _rotate_unaudited(
+        self, name: str, generator: GeneratorPolicy | None
+    ) -> tuple[SecretValue, str]:
         current = self.provider.read(name).value
         fresh = generate(generator or self.generator)
         new_value: SecretValue
@@ -248,23 +301,27 @@ class SecretsManager:
             version_id = self.provider.promote(name, token=token)
         finally:
             self._cache.invalidate(name)
-        log.info("secret rotated", extra={"action": "secret.rotate", "secret": name})
         return new_value, version_id
 
     def rotate_all(self, pattern: str | None = None) -> RotationReport:
         """Rotate every secret whose name contains ``pattern`` (or matches it as a glob).
 
         One failure does not stop the rest; the report says what happened to each."""
+        if self._guard.on:
+            self._auditor.authorize(Permission.ROTATE_ALL, "secret.rotate_all", None)
         report = RotationReport()
-        for name in self.list():
-            if pattern and not _matches(name, pattern):
-                continue
-            try:
-                _, version_id = self._rotate(name)
-            except KeyturnError as exc:
-                report.results.append(RotationResult(name, False, error=exc.message))
-            else:
-                report.results.append(RotationResult(name, True, version_id=version_id))
+        detail = f"pattern {pattern!r}" if pattern else "all secrets"
+        with self._auditor.write("secret.rotate_all", detail=detail) as note:
+            for name in self.provider.list(""):
+                if pattern and not _matches(name, pattern):
+                    continue
+                try:
+                    _, version_id = self._rotate(name)
+                except KeyturnError as exc:
+                    report.results.append(RotationResult(name, False, error=exc.message))
+                else:
+                    report.results.append(RotationResult(name, True, version_id=version_id))
+            note.detail = f"{detail}: {len(report.rotated)} rotated, {len(report.failed)} failed"
         return report
 
     # --- consumers of rotations ----------------------------------------------------------
@@ -306,6 +363,8 @@ class SecretsManager:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         self.provider.close()
+        if self.audit is not None:
+            self.audit.close()
 
 
 def _matches(name: str, pattern: str) -> bool:

@@ -39,13 +39,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from rotation.cli import db, demo, migrate, policies, run
+    from rotation.cli import audit, db, demo, migrate, policies, run
 
     main.add_command(migrate.migrate_env_command)
     main.add_command(demo.demo_command)
     main.add_command(policies.policies_group)
     main.add_command(db.db_group)
     main.add_command(run.run_command)
+    main.add_command(audit.audit_group)
     from rotation.cli import plan, rotate, runs, secrets, status
 
     main.add_command(status.status_command)

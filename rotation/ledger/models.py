@@ -21,7 +21,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "PolicyRow", "Run", "RunEvent", "Schedule", "UTCDateTime"]
+__all__ = ["AuditRecord", "Base", "PolicyRow", "Run", "RunEvent", "Schedule", "UTCDateTime"]
 
 #: States that still hold the secret's single active-run slot (rotation.states.ACTIVE_STATES).
 _ACTIVE = "state NOT IN ('succeeded', 'failed')"
@@ -150,3 +150,28 @@ class RunEvent(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(String(200))
     message: Mapped[str | None] = mapped_column(Text)
+
+
+# --- audit trail (rotation/audit.py) ------------------------------------------------------
+
+
+class AuditRecord(Base):
+    """One hash-chained audit record: who did what to which secret, and how it went; no values."""
+
+    __tablename__ = "audit_records"
+    __table_args__ = (Index("ix_audit_records_secret_seq", "secret", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: Position in the chain: unique and gapless, assigned under a lock (rotation.audit.append).
+    seq: Mapped[int] = mapped_column(BigId, unique=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    secret: Mapped[str | None] = mapped_column(String(200))
+    version_id: Mapped[str | None] = mapped_column(String(200))
+    run_id: Mapped[int | None] = mapped_column(BigId)
+    #: ok | started | denied | error:<ErrorClass>
+    outcome: Mapped[str] = mapped_column(String(80))
+    detail: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

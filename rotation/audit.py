@@ -1,0 +1,493 @@
+"""The audit trail: who did what to which secret, and how it went; never a value.
+
+Every ``SecretsManager`` operation and every run transition appends a record to a sink. The
+ledger sink writes ``audit_records`` rows, hash-chained: each row's ``hash`` is the SHA-256 of
+its canonical fields including ``prev_hash`` (the previous row's hash), and ``seq`` is gapless,
+assigned under a lock, so ``verify`` names any edited, inserted or deleted row.
+
+Sinks: :class:`LedgerAuditSink` (the ledger), :class:`LogAuditSink` (structured log lines,
+logger ``keyturn.audit``), :class:`MemoryAuditSink` (tests). ``sink_from_env`` picks one from
+``KEYTURN_AUDIT`` (auto | ledger | log | off; auto = the ledger when ``KEYTURN_DATABASE_URL``
+is set, else the log). SQLAlchemy is imported lazily: ``import rotation`` stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+from rotation import roles
+from rotation.errors import ConfigurationError, KeyturnError, PermissionDenied
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from rotation.ledger.db import Ledger
+    from rotation.ledger.models import AuditRecord, Run
+
+__all__ = [
+    "GENESIS_HASH",
+    "AuditEvent",
+    "AuditSink",
+    "AuditWriteFailed",
+    "Auditor",
+    "LedgerAuditSink",
+    "LogAuditSink",
+    "MemoryAuditSink",
+    "Problem",
+    "VerifyReport",
+    "append",
+    "default_sink",
+    "record_denial",
+    "record_hash",
+    "reset_default_sink",
+    "sink_from_env",
+    "tail",
+    "transition_event",
+    "verify",
+]
+
+log = logging.getLogger("keyturn.audit")
+
+#: The ``prev_hash`` of the first record.
+GENESIS_HASH = "0" * 64
+#: ``pg_advisory_xact_lock`` key serializing appends (7450001: policy sync; 7450002: restart slots).
+_LOCK_KEY = 7450003
+_DETAIL_CHARS = 500
+
+
+class AuditWriteFailed(KeyturnError):
+    """The audit record could not be written, so the operation was refused."""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One thing that happened. ``outcome``: ok | started | denied | error:<ErrorClass>."""
+
+    action: str
+    actor: str
+    outcome: str = "ok"
+    secret: str | None = None
+    version_id: str | None = None
+    run_id: int | None = None
+    detail: str | None = None
+    at: datetime | None = None
+
+
+def error_outcome(exc: BaseException) -> str:
+    return f"error:{type(exc).__name__}"
+
+
+class AuditSink(Protocol):
+    def write(self, event: AuditEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryAuditSink:
+    """Keeps events in a list (tests, demos)."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+        self._lock = threading.Lock()
+
+    def write(self, event: AuditEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def close(self) -> None:
+        pass
+
+
+class LogAuditSink:
+    """One structured log line per event (logger ``keyturn.audit``, action key = the event's)."""
+
+    def write(self, event: AuditEvent) -> None:
+        log.info(
+            "audit %s %s by %s: %s",
+            event.action,
+            event.secret or "-",
+            event.actor,
+            event.outcome,
+            extra={
+                "action": event.action,
+                "actor": event.actor,
+                "secret": event.secret,
+                "version_id": event.version_id,
+                "run_id": event.run_id,
+                "outcome": event.outcome,
+            },
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class LedgerAuditSink:
+    """Appends each event to ``audit_records`` in its own transaction."""
+
+    def __init__(self, ledger: Ledger, *, owns_ledger: bool = False) -> None:
+        self.ledger = ledger
+        self._owns = owns_ledger
+
+    def write(self, event: AuditEvent) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self.ledger.transaction() as session:
+                append(session, event)
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            first_line = (str(cause).splitlines() or [""])[0][:200]
+            raise AuditWriteFailed(
+                f"Could not write the audit record of {event.action} "
+                f"{event.secret or ''} to the ledger ({type(cause).__name__}: {first_line}). "
+                "Check KEYTURN_DATABASE_URL and run `keyturn db upgrade`."
+            ) from None
+
+    def close(self) -> None:
+        if self._owns:
+            self.ledger.dispose()
+
+
+def sink_from_env(environ: Mapping[str, str] | None = None) -> AuditSink | None:
+    """``KEYTURN_AUDIT``: auto (ledger if ``KEYTURN_DATABASE_URL`` is set, else log) | ledger |
+    log | off."""
+    env = os.environ if environ is None else environ
+    mode = (env.get("KEYTURN_AUDIT") or "auto").strip().lower()
+    if mode not in ("auto", "ledger", "log", "off"):
+        raise ConfigurationError(f"KEYTURN_AUDIT must be auto, ledger, log or off, not {mode!r}.")
+    if mode == "off":
+        return None
+    if mode == "ledger" or (mode == "auto" and (env.get("KEYTURN_DATABASE_URL") or "").strip()):
+        from rotation.ledger.db import Ledger, database_url
+
+        return LedgerAuditSink(Ledger(database_url(env)), owns_ledger=True)
+    return LogAuditSink()
+
+
+_default: tuple[int, AuditSink | None] | None = None
+_default_lock = threading.Lock()
+
+
+def default_sink() -> AuditSink | None:
+    """The process's sink from the environment (``require_role`` denials go here)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default[0] != os.getpid():
+            _default = (os.getpid(), sink_from_env())
+        return _default[1]
+
+
+def reset_default_sink() -> None:
+    global _default
+    with _default_lock:
+        if _default is not None and _default[0] == os.getpid() and _default[1] is not None:
+            _default[1].close()
+        _default = None
+
+
+def record_denial(
+    sink: AuditSink | None, exc: PermissionDenied, action: str, secret: str | None = None
+) -> None:
+    """Audit a denial; a failure to do so is logged (the operation is refused either way)."""
+    needed = getattr(exc, "needed", None)
+    event = AuditEvent(
+        action="permission.denied",
+        actor=getattr(exc, "principal", None) or roles.current_principal().name,
+        outcome="denied",
+        secret=secret[:200] if secret else None,
+        detail=f"{action}; needs {getattr(needed, 'value', needed)}"[:_DETAIL_CHARS],
+    )
+    if sink is None:
+        log.warning(
+            "permission denied: %s may not %s",
+            event.actor,
+            action,
+            extra={"action": "permission.denied", "actor": event.actor, "secret": event.secret},
+        )
+        return
+    try:
+        sink.write(event)
+    except KeyturnError as failure:
+        log.error("denial not audited: %s", failure.message)
+
+
+@dataclass
+class _Note:
+    """What an audited block learns on the way (the version id it wrote or read)."""
+
+    version_id: str | None = None
+    detail: str | None = None
+
+
+class Auditor:
+    """The SecretsManager's audit helper: permission checks, reads (fail open), writes
+    (fail closed: a ``started`` record must be written before the backend is touched)."""
+
+    def __init__(self, sink: AuditSink | None) -> None:
+        self.sink = sink
+
+    def authorize(self, permission: roles.Permission, action: str, secret: str | None) -> None:
+        try:
+            roles.authorize(permission, action, secret)
+        except PermissionDenied as exc:
+            record_denial(self.sink, exc, action, secret)
+            raise
+
+    def _event(self, action: str, secret: str | None, outcome: str, note: _Note) -> AuditEvent:
+        return AuditEvent(
+            action=action,
+            actor=roles.current_principal().name,
+            outcome=outcome,
+            secret=secret,
+            version_id=note.version_id,
+            detail=note.detail[:_DETAIL_CHARS] if note.detail else None,
+            at=datetime.now(UTC),
+        )
+
+    def _finish(self, action: str, secret: str | None, outcome: str, note: _Note) -> None:
+        assert self.sink is not None
+        try:
+            self.sink.write(self._event(action, secret, outcome, note))
+        except KeyturnError as failure:
+            log.error(
+                "audit record not written: %s",
+                failure.message,
+                extra={"action": "audit.write_failed", "secret": secret},
+            )
+
+    @contextmanager
+    def read(
+        self, action: str, secret: str | None = None, detail: str | None = None
+    ) -> Iterator[_Note]:
+        """Record the outcome after the block; a failure to record is logged, not raised."""
+        note = _Note(detail=detail)
+        if self.sink is None:
+            yield note
+            return
+        try:
+            yield note
+        except BaseException as exc:
+            self._finish(action, secret, error_outcome(exc), note)
+            raise
+        self._finish(action, secret, "ok", note)
+
+    @contextmanager
+    def write(
+        self, action: str, secret: str | None = None, detail: str | None = None
+    ) -> Iterator[_Note]:
+        """Record ``started`` before the block (raising :class:`AuditWriteFailed` if that fails,
+        so nothing is done unaudited), then the outcome after it."""
+        note = _Note(detail=detail)
+        if self.sink is None:
+            yield note
+            return
+        self.sink.write(self._event(action, secret, "started", note))
+        try:
+            yield note
+        except BaseException as exc:
+            self._finish(action, secret, error_outcome(exc), note)
+            raise
+        self._finish(action, secret, "ok", note)
+
+
+_ERROR_CLASS = re.compile(r"^([A-Z][A-Za-z0-9_]*)(?::|$)")
+
+
+def transition_event(
+    run: Run,
+    to_state: str,
+    step: str,
+    outcome: str,
+    message: str | None,
+    at: datetime,
+    values: Mapping[str, object] | None = None,
+) -> AuditEvent:
+    """The ``run.transition`` record of a run moving to ``to_state`` (engine ``_commit``);
+    ``values`` are the run columns the transition sets (its new ``to_version``, if any)."""
+    version = (values or {}).get("to_version") or run.to_version
+    failed = outcome != "ok"
+    detail = f"{run.state} -> {to_state} (step {step})"
+    if failed and message:
+        detail += f": {message}"
+    match = _ERROR_CLASS.match(message or "") if failed else None
+    return AuditEvent(
+        action="run.transition",
+        actor=run.actor,
+        outcome=f"error:{match.group(1) if match else 'RotationError'}" if failed else "ok",
+        secret=run.secret,
+        version_id=version if isinstance(version, str) else None,
+        run_id=run.id,
+        detail=detail[:_DETAIL_CHARS],
+        at=at,
+    )
+
+
+# --- the chain --------------------------------------------------------------------------------
+
+
+def record_hash(record: AuditRecord) -> str:
+    """SHA-256 of the record's canonical JSON: every field but ``id`` and ``hash``."""
+    fields = {
+        "v": 1,
+        "seq": record.seq,
+        "at": record.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "actor": record.actor,
+        "action": record.action,
+        "secret": record.secret,
+        "version_id": record.version_id,
+        "run_id": record.run_id,
+        "outcome": record.outcome,
+        "detail": record.detail,
+        "prev_hash": record.prev_hash,
+    }
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def append(session: Session, event: AuditEvent) -> AuditRecord:
+    """Append ``event`` as the next record, in ``session``'s transaction.
+
+    Takes the chain's lock first (Postgres: an advisory transaction lock; SQLite: the database
+    write lock), then reads the last record, so two writers never fork the chain."""
+    from sqlalchemy import select, text
+
+    from rotation.ledger.models import AuditRecord
+
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    elif dialect == "sqlite":  # a write statement takes SQLite's write lock for the transaction
+        session.execute(text("UPDATE audit_records SET seq = seq WHERE 1 = 0"))
+    last = session.execute(
+        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+    ).first()
+    record = AuditRecord(
+        seq=last[0] + 1 if last else 1,
+        at=event.at or datetime.now(UTC),
+        actor=event.actor[:200],
+        action=event.action[:40],
+        secret=event.secret[:200] if event.secret else None,
+        version_id=event.version_id[:200] if event.version_id else None,
+        run_id=event.run_id,
+        outcome=event.outcome[:80],
+        detail=event.detail[:_DETAIL_CHARS] if event.detail else None,
+        prev_hash=last[1] if last else GENESIS_HASH,
+    )
+    record.hash = record_hash(record)
+    session.add(record)
+    session.flush()
+    return record
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A broken link: ``kind`` is edited | deleted | inserted."""
+
+    id: int
+    seq: int
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"record id={self.id} seq={self.seq}: {self.kind}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    records: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS_HASH
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(session: Session) -> VerifyReport:
+    """Walk the chain in ``seq`` order and report every broken link, naming the record."""
+    from sqlalchemy import select
+
+    from rotation.ledger.models import AuditRecord
+
+    report = VerifyReport()
+    prev: AuditRecord | None = None
+    linked_from: dict[str, int] = {}  # prev_hash -> seq of the record that links to it
+    seen: dict[str, int] = {GENESIS_HASH: 0}  # hash -> seq
+    rows = session.scalars(
+        select(AuditRecord)
+        .order_by(AuditRecord.seq, AuditRecord.id)
+        .execution_options(yield_per=1000)
+    )
+    for record in rows:
+        problem = _check(record, prev, linked_from, seen)
+        if problem is not None:
+            report.problems.append(Problem(record.id, record.seq, *problem))
+        linked_from.setdefault(record.prev_hash, record.seq)
+        seen.setdefault(record.hash, record.seq)
+        report.records += 1
+        report.head_seq, report.head_hash = record.seq, record.hash
+        prev = record
+        session.expunge(record)
+    return report
+
+
+def _check(
+    record: AuditRecord,
+    prev: AuditRecord | None,
+    linked_from: dict[str, int],
+    seen: dict[str, int],
+) -> tuple[str, str] | None:
+    expected_seq = prev.seq + 1 if prev else 1
+    expected_prev = prev.hash if prev else GENESIS_HASH
+    if record.seq < expected_seq:
+        return "inserted", f"a second record with seq {record.seq}"
+    if record.prev_hash in linked_from:
+        other = linked_from[record.prev_hash]
+        return "inserted", f"links to the same predecessor as seq {other} (a fork)"
+    if record.seq > expected_seq:
+        missing = (
+            f"seq {expected_seq}"
+            if record.seq == expected_seq + 1
+            else f"seq {expected_seq}..{record.seq - 1}"
+        )
+        return "deleted", f"{missing} missing before this record"
+    if record_hash(record) != record.hash:
+        return "edited", "its contents do not match its hash (edited, or forged)"
+    if record.prev_hash != expected_prev:
+        target = seen.get(record.prev_hash)
+        if target is not None:
+            return "inserted", f"links back to seq {target}, not to seq {expected_seq - 1}"
+        return "inserted", (
+            f"its prev_hash matches no record: it was inserted, or seq {expected_seq - 1} "
+            "was edited and re-hashed"
+        )
+    return None
+
+
+def tail(
+    session: Session, limit: int = 20, secret: str | None = None, after_seq: int | None = None
+) -> list[AuditRecord]:
+    """The last ``limit`` records (or those after ``after_seq``), oldest first."""
+    from sqlalchemy import select
+
+    from rotation.ledger.models import AuditRecord
+
+    query = select(AuditRecord)
+    if secret is not None:
+        query = query.where(AuditRecord.secret == secret)
+    if after_seq is not None:
+        query = query.where(AuditRecord.seq > after_seq)
+    rows = session.scalars(query.order_by(AuditRecord.seq.desc()).limit(limit)).all()
+    return list(reversed(rows))
