@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from rotation import roles
-from rotation.errors import ConfigurationError, KeyturnError, PermissionDenied
+from rotation.errors import AuditWriteFailed, ConfigurationError, KeyturnError, PermissionDenied
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -63,10 +63,6 @@ GENESIS_HASH = "0" * 64
 #: ``pg_advisory_xact_lock`` key serializing appends (7450001: policy sync; 7450002: restart slots).
 _LOCK_KEY = 7450003
 _DETAIL_CHARS = 500
-
-
-class AuditWriteFailed(KeyturnError):
-    """The audit record could not be written, so the operation was refused."""
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ class Engine:
         if policy_row is None:
             return self._finish_failed(run, state, step_name, now, "policy no longer exists")
         policy = self.runtime.policy(policy_row)
-        step = self._step_input(run, policy, now)
+        step = self.step_input(run, policy, now)
 
         if run.attempt > run.max_attempts:
             message = f"attempts exhausted at step {step_name} ({run.max_attempts})"
@@ -143,7 +143,8 @@ class Engine:
         if self.pause_hook is not None:
             self.pause_hook(step_name, phase)
 
-    def _step_input(self, run: Run, policy: Policy, now: datetime) -> StepInput:
+    def step_input(self, run: Run, policy: Policy, now: datetime) -> StepInput:
+        """What the step leaving ``run``'s state gets (also used to roll a run back by hand)."""
         provider = self.runtime.provider(run.provider)
         context = RotationContext(
             secret=run.secret,

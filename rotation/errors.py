@@ -16,12 +16,14 @@ backend's exception as ``__cause__``. No message ever carries a secret value.
     │   ├── PermissionDenied        authenticated, but not allowed
     │   ├── BackendUnavailable      unreachable, timing out, or throttling past retries
     │   └── StoreCorrupted          the local store cannot be decrypted or parsed
-    └── RotationError               a rotation step failed
+    ├── RotationError               a rotation step failed
+    └── AuditWriteFailed            the audit record could not be written: operation refused
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AuditWriteFailed",
     "AuthenticationFailed",
     "BackendError",
     "BackendUnavailable",
@@ -112,3 +114,7 @@ class StoreCorrupted(BackendError):
 
 class RotationError(KeyturnError):
     """A rotation step failed."""
+
+
+class AuditWriteFailed(KeyturnError):
+    """The audit record could not be written, so the operation was refused."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import contextvars
-import fnmatch
 import logging
 import os
 import threading
@@ -20,7 +19,7 @@ from rotation.cache import TTLCache
 from rotation.config import Settings
 from rotation.errors import KeyturnError, SecretNotFound, UnsupportedOperation
 from rotation.generator import GeneratorPolicy, generate
-from rotation.names import validate_name, validate_prefix
+from rotation.names import matches_pattern, validate_name, validate_prefix
 from rotation.providers.base import Provider
 from rotation.providers.registry import create_provider
 from rotation.roles import GUARD, Permission, ensure_configured
@@ -313,7 +312,7 @@ class SecretsManager:
         detail = f"pattern {pattern!r}" if pattern else "all secrets"
         with self._auditor.write("secret.rotate_all", detail=detail) as note:
             for name in self.provider.list(""):
-                if pattern and not _matches(name, pattern):
+                if pattern and not matches_pattern(name, pattern):
                     continue
                 try:
                     _, version_id = self._rotate(name)
@@ -365,12 +364,6 @@ class SecretsManager:
         self.provider.close()
         if self.audit is not None:
             self.audit.close()
-
-
-def _matches(name: str, pattern: str) -> bool:
-    if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(name, pattern)
-    return pattern in name
 
 
 _singleton: tuple[int, SecretsManager] | None = None

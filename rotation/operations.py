@@ -373,7 +373,7 @@ def _step_input(runtime: Runtime, run: Run, now: datetime) -> StepInput:
             f"policy {run.policy_name!r} of run {run.id} no longer exists; nothing was changed"
         )
     # the engine's own builder: a step input must match what its steps get (services, data)
-    return Engine(runtime)._step_input(run, runtime.policy(row), now)
+    return Engine(runtime).step_input(run, runtime.policy(row), now)
 
 
 def _end(

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from rotation.dispatcher import new_run
-from rotation.errors import ConfigurationError, InvalidSecretName
+from rotation.errors import ConfigurationError, InvalidSecretName, PermissionDenied
 from rotation.ledger.models import PolicyRow, Run, Schedule
 from rotation.names import matches_pattern, validate_name
+from rotation.roles import Permission, acting_as, authorize
 from rotation.runtime import Runtime
 from rotation.states import ACTIVE_STATES
 
@@ -29,9 +30,22 @@ class Triggered:
     state: str
 
 
+def authorize_rotation(actor: str, permission: Permission, secret: str | None) -> None:
+    """Check ``actor`` against the role bindings (when configured); audit a denial."""
+    with acting_as(actor):
+        try:
+            authorize(permission, permission.value, secret)
+        except PermissionDenied as exc:
+            from rotation import audit  # audit builds on the ledger: imported only on a denial
+
+            audit.record_denial(audit.default_sink(), exc, permission.value, secret)
+            raise
+
+
 def rotate_now(runtime: Runtime, secret: str, *, actor: str, trigger: str = "manual") -> Triggered:
     """Start a run for ``secret`` now, or return the active one; never starts a second."""
     validate_name(secret)
+    authorize_rotation(actor, Permission.ROTATE, secret)
     if trigger not in TRIGGERS:
         raise ConfigurationError(f"Unknown trigger {trigger!r}; use one of {', '.join(TRIGGERS)}.")
     now = runtime.clock()
@@ -86,6 +100,7 @@ def rotate_all(
     runtime: Runtime, pattern: str, *, actor: str, trigger: str = "manual"
 ) -> list[Triggered]:
     """``rotate_now`` for every scheduled secret matching ``pattern`` (see ``matching_secrets``)."""
+    authorize_rotation(actor, Permission.ROTATE_ALL, None)
     return [
         rotate_now(runtime, name, actor=actor, trigger=trigger)
         for name in matching_secrets(runtime, pattern)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, Programm
 
 from rotation.errors import BackendUnavailable, ConfigurationError, KeyturnError
 from rotation.ledger.db import Ledger, database_url
+from rotation.roles import default_actor
 from rotation.runtime import Runtime
 
 __all__ = [
@@ -35,13 +34,7 @@ __all__ = [
 
 def cli_actor() -> str:
     """Who is at the keyboard: ``KEYTURN_ACTOR``, else the login name."""
-    actor = os.environ.get("KEYTURN_ACTOR", "").strip()
-    if actor:
-        return actor[:200]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers running as a bare uid)
-        return f"uid:{os.getuid()}"
+    return default_actor()
 
 
 @contextmanager

@@ -68,8 +68,17 @@ def run_command(seconds: int, data_dir: str, schedules: str) -> None:
     )
     celery = shutil.which("celery", path=str(Path(sys.executable).parent)) or "celery"
     worker = subprocess.Popen(
-        [celery, "-A", "worker", "worker", "--beat", "--pool=solo", "--loglevel=WARNING",
-         "--schedule", str(data / "celerybeat-schedule")],
+        [
+            celery,
+            "-A",
+            "worker",
+            "worker",
+            "--beat",
+            "--pool=solo",
+            "--loglevel=WARNING",
+            "--schedule",
+            str(data / "celerybeat-schedule"),
+        ],
         env=env,
     )
     ledger = Ledger(env["KEYTURN_DATABASE_URL"])
@@ -117,9 +126,7 @@ def _print_new_events(console: Console, ledger: Ledger, after: int) -> int:
 
 def _summary(console: Console, ledger: Ledger, manager: SecretsManager) -> None:
     with ledger.sessions() as session:
-        counts = dict(
-            session.execute(select(Run.state, func.count()).group_by(Run.state)).all()  # type: ignore[arg-type]
-        )
+        counts = dict(session.execute(select(Run.state, func.count()).group_by(Run.state)).all())
     console.print(f"[bold]runs by state[/]: {counts or 'none yet'}")
     for name in manager.list(prefix="demo/"):
         console.print(f"  {name}: {len(manager.versions(name))} versions retained")

@@ -333,7 +333,7 @@ def test_rejected_credential_rolls_back_and_fails(ledger_url, backend, clock, tm
 
 
 def test_rotate_now_never_starts_a_second_run(ledger_url, backend, clock, schedules) -> None:
-    runtime, engine, dispatcher = make(ledger_url, backend, clock, schedules)
+    runtime, _engine, dispatcher = make(ledger_url, backend, clock, schedules)
     dispatcher.sync_policies(clock.now)
     first = rotate_now(runtime, "api_key_ncbi", actor="alice")
     second = rotate_now(runtime, "api_key_ncbi", actor="bob")
@@ -363,3 +363,35 @@ def test_invalid_file_keeps_serving_valid_policies(ledger_url, backend, clock, t
     report = dispatcher.tick()
     assert report.started == 1
     assert report.errors and all("bad.yaml" in str(e) for e in report.errors)
+
+
+def test_manual_triggers_check_roles_and_audit_denials(
+    ledger_url, backend, clock, schedules, monkeypatch
+) -> None:
+    from rotation import audit, roles
+    from rotation.errors import PermissionDenied
+    from rotation.ledger.models import AuditRecord
+    from rotation.triggers import rotate_all
+
+    runtime, _, dispatcher = make(ledger_url, backend, clock, schedules)
+    dispatcher.sync_policies(clock.now)
+    monkeypatch.setenv("KEYTURN_DATABASE_URL", ledger_url)
+    monkeypatch.setenv("KEYTURN_AUDIT", "ledger")
+    audit.reset_default_sink()
+    roles.configure({"alice": "viewer", "olivia": "operator"})
+    try:
+        with pytest.raises(PermissionDenied, match="alice"):
+            rotate_now(runtime, "api_key_ncbi", actor="alice")
+        with pytest.raises(PermissionDenied, match="rotate_all"):
+            rotate_all(runtime, "api_key", actor="olivia")  # operators rotate one at a time
+        assert rotate_now(runtime, "api_key_ncbi", actor="olivia").created
+    finally:
+        roles.reset()
+        audit.reset_default_sink()
+    with runtime.ledger.sessions() as session:
+        denials = session.scalars(
+            select(AuditRecord.actor).where(AuditRecord.action == "permission.denied")
+        ).all()
+        started = session.scalars(select(Run.actor)).all()
+    assert sorted(denials) == ["alice", "olivia"]
+    assert started == ["olivia"]
