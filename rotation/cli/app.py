@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from rotation.cli.common import OpsGroup
 from rotation.errors import KeyturnError
 
 #: Exit statuses: 1 = an operation failed, 2 = bad usage or configuration, 3 = not found.
@@ -13,7 +14,7 @@ EXIT_FAILED = 1
 EXIT_NOT_FOUND = 3
 
 
-class KeyturnGroup(click.Group):
+class KeyturnGroup(OpsGroup):
     """Turns every Keyturn error into one clear line on stderr and a meaningful exit status."""
 
     def invoke(self, ctx: click.Context) -> object:
