@@ -247,6 +247,24 @@ class PgDatabase:
             self._roles.append(role)
         return role
 
+    def alternating_pair(self, name: str, password: str) -> str:
+        """A login role (with CONNECT on this database) and its ``_clone``, both dropped after
+        the test: the starting point of an alternating-users rotation. Returns the role."""
+        role = self.role(name)
+        self.track_role(role + "_clone")
+        with self.admin_connect() as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+            conn.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(self.name), sql.Identifier(role)
+                )
+            )
+        return role
+
     def connect(self, user: str, password: str) -> psycopg.Connection[Any]:
         return self.server.connect(user, password, self.name)
 

@@ -128,21 +128,7 @@ def test_postgres_alternating_users_through_workers(
     cluster: Cluster, ledger: Ledger, pg_database
 ) -> None:
     """rotate_now through Celery: the new role works, the old one is refused after retirement."""
-    from psycopg import sql
-
-    app = pg_database.role("app")
-    pg_database.track_role(app + "_clone")
-    with pg_database.admin_connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(app), sql.Literal("first-password")
-            )
-        )
-        conn.execute(
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                sql.Identifier(pg_database.name), sql.Identifier(app)
-            )
-        )
+    app = pg_database.alternating_pair("app", "first-password")
     backend = store(cluster)
     backend.write("db/admin", pg_database.admin_secret)
     backend.write("db/app", pg_database.credential(app, "first-password"))

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
 from sqlalchemy import select
 
 from rotation.ledger.db import Ledger
@@ -73,19 +72,7 @@ class App:
 
 
 def setup_database(cluster: Cluster, pg_database) -> str:
-    app = pg_database.role("app")
-    pg_database.track_role(app + "_clone")
-    with pg_database.admin_connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(app), sql.Literal("first-password")
-            )
-        )
-        conn.execute(
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                sql.Identifier(pg_database.name), sql.Identifier(app)
-            )
-        )
+    app = pg_database.alternating_pair("app", "first-password")
     backend = store(cluster)
     backend.write("db/admin", pg_database.admin_secret)
     backend.write("db/app", pg_database.credential(app, "first-password"))
