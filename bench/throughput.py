@@ -334,7 +334,12 @@ class Celery(Side):
                 proc.wait(10)
         try:
             with self.app.connection_for_write() as conn:
-                conn.default_channel.client.delete(self.queue, f"_kombu.binding.{self.queue}")
+                client = conn.default_channel.client
+                client.delete(
+                    self.queue,
+                    f"_kombu.binding.{self.queue}",
+                    f"_kombu.binding_permanent.{self.queue}",
+                )
         finally:
             self.app.close()
             super().close()
