@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -72,6 +73,8 @@ _STAGES = {label: stage for stage, label in _LABELS.items()}
 
 #: Tag key prefix marking a version whose string value merely looks like a JSON object.
 STRING_TAG = "keyturn:string:"
+#: How many (secret, version) marker answers a provider remembers.
+_STRING_MARK_CACHE = 4096
 #: Markers of versions that no longer carry a label are dropped after this many seconds.
 STRING_TAG_GRACE = 3600
 DEFAULT_RECOVERY_WINDOW_DAYS = 30
@@ -137,6 +140,8 @@ class AWSSecretsManagerProvider:
             )
         self.recovery_window_days = recovery_window_days
         self.page_size = page_size
+        self._string_marks: dict[tuple[str, str], bool] = {}
+        self._marks_lock = threading.Lock()
         config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -455,8 +460,19 @@ class AWSSecretsManagerProvider:
             )
 
     def _marked_string(self, name: str, version_id: str) -> bool:
+        # a version's marker is written before the version exists and never changes, so the
+        # answer is cached: a JSON-looking read then costs one request, like any other read
+        key = (name, version_id)
+        known = self._string_marks.get(key)
+        if known is not None:
+            return known
         tags = self._describe(name, allow_deleted=True).get("Tags") or []
-        return any(t.get("Key") == STRING_TAG + version_id for t in tags)
+        marked = any(t.get("Key") == STRING_TAG + version_id for t in tags)
+        with self._marks_lock:
+            self._string_marks[key] = marked
+            while len(self._string_marks) > _STRING_MARK_CACHE:
+                self._string_marks.pop(next(iter(self._string_marks)))
+        return marked
 
     def _mark_string(self, name: str, version_id: str, *, create_missing_ok: bool = False) -> None:
         """``TagResource``: mark a version as a string before it exists."""

@@ -620,3 +620,22 @@ def test_no_value_in_any_error(aws_provider: AWSSecretsManagerProvider) -> None:
     assert len(errors) == 3
     assert not any("s3cr3t" in str(e) for e in errors)
     assert os.environ.get("AWS_ACCESS_KEY_ID") != "testing"  # fixtures keep credentials local
+
+
+def test_a_json_read_costs_one_request_once_its_kind_is_known(
+    aws_provider: AWSSecretsManagerProvider,
+) -> None:
+    name = f"json_{uuid.uuid4().hex[:8]}"
+    aws_provider.write(name, {"username": "app", "password": "pw"})
+    aws_provider.write(f"{name}_s", '{"looks": "like json"}')
+    sent: list[str] = []
+
+    def count(params: dict[str, Any], model: Any, **kwargs: Any) -> None:
+        sent.append(model.name)
+
+    aws_provider.client.meta.events.register("before-call.secrets-manager", count)
+    for _ in range(3):
+        assert dict(aws_provider.read(name).value) == {"username": "app", "password": "pw"}
+        assert aws_provider.read(f"{name}_s").value == '{"looks": "like json"}'
+    assert sent.count("GetSecretValue") == 6
+    assert sent.count("DescribeSecret") == 2  # once per version, then remembered
