@@ -34,8 +34,8 @@ faults: $(STAMP) services
 soak: $(STAMP) services
 	$(BIN)/python -m pytest -m soak tests/faults
 
-bench: $(STAMP)
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+bench: $(STAMP) services
+	for b in bench/[!_]*.py; do $(BIN)/python $$b || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check rotation worker tests bench
