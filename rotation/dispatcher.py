@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,18 +43,11 @@ class TickReport:
     errors: list[PolicyError] = field(default_factory=list)
 
 
-def new_run(
-    session: Session,
-    *,
-    secret: str,
-    policy_row: PolicyRow,
-    policy: Policy,
-    trigger: str,
-    actor: str,
-    now: datetime,
-) -> Run | None:
-    """Insert a pending run unless the secret already has an active one (then None)."""
-    run = Run(
+def pending_run(
+    *, secret: str, policy_row: PolicyRow, policy: Policy, trigger: str, actor: str, now: datetime
+) -> Run:
+    """A new run in ``pending``, not yet added to any session."""
+    return Run(
         secret=secret,
         policy_name=policy_row.name,
         provider=policy.provider,
@@ -68,6 +61,22 @@ def new_run(
         updated_at=now,
         state_entered_at=now,
         enqueued_at=now,
+    )
+
+
+def new_run(
+    session: Session,
+    *,
+    secret: str,
+    policy_row: PolicyRow,
+    policy: Policy,
+    trigger: str,
+    actor: str,
+    now: datetime,
+) -> Run | None:
+    """Insert a pending run unless the secret already has an active one (then None)."""
+    run = pending_run(
+        secret=secret, policy_row=policy_row, policy=policy, trigger=trigger, actor=actor, now=now
     )
     try:
         with session.begin_nested():
@@ -300,25 +309,55 @@ class Dispatcher:
                     .values(next_due_at=None)
                     .returning(Schedule.secret)
                 ).all()
-                for secret in claimed:
-                    row, policy = claimable[secret]
-                    run = new_run(
-                        session,
-                        secret=secret,
-                        policy_row=row,
-                        policy=policy,
-                        trigger="schedule",
-                        actor="scheduler",
-                        now=now,
-                    )
-                    if run is not None:
-                        started.append(run.id)
+                started = self._insert_runs(session, claimed, claimable, now)
         for run_id in started:
             log.info("run started", extra={"action": "run.started", "run_id": run_id})
         if report is not None:
             report.started += len(started)
             report.enqueue.extend((run_id, RunState.PENDING.value) for run_id in started)
         return started
+
+    @staticmethod
+    def _insert_runs(
+        session: Session,
+        secrets: Sequence[str],
+        claimable: dict[str, tuple[PolicyRow, Policy]],
+        now: datetime,
+    ) -> list[int]:
+        """One batched INSERT; if a manual run took one of the secrets meanwhile (the unique
+        index refuses it), fall back to one savepoint per run and skip that secret."""
+        runs = [
+            pending_run(
+                secret=s,
+                policy_row=claimable[s][0],
+                policy=claimable[s][1],
+                trigger="schedule",
+                actor="scheduler",
+                now=now,
+            )
+            for s in secrets
+        ]
+        try:
+            with session.begin_nested():
+                session.add_all(runs)
+                session.flush()
+            return [run.id for run in runs]
+        except IntegrityError:
+            started = []
+            for secret in secrets:
+                row, policy = claimable[secret]
+                run = new_run(
+                    session,
+                    secret=secret,
+                    policy_row=row,
+                    policy=policy,
+                    trigger="schedule",
+                    actor="scheduler",
+                    now=now,
+                )
+                if run is not None:
+                    started.append(run.id)
+            return started
 
     # --- 3. crash recovery ---------------------------------------------------------------
 

@@ -395,3 +395,34 @@ def test_manual_triggers_check_roles_and_audit_denials(
         started = session.scalars(select(Run.actor)).all()
     assert sorted(denials) == ["alice", "olivia"]
     assert started == ["olivia"]
+
+
+def test_a_racing_manual_run_does_not_stop_the_others(ledger_url, clock, tmp_path) -> None:
+    backend = MemoryProvider()
+    for name in ("api_key_a", "api_key_b", "api_key_c"):
+        backend.write(name, "initial")
+    schedules = write_policy(tmp_path / "s", BASIC)
+    runtime, _, dispatcher = make(ledger_url, backend, clock, schedules.parent)
+    dispatcher.sync_policies(clock.now)
+    # a manual run that slipped in between the claim and the insert: its schedule still says due
+    from rotation.dispatcher import pending_run
+    from rotation.ledger.models import PolicyRow
+
+    with runtime.ledger.transaction() as session:
+        row = session.get(PolicyRow, "api-keys")
+        assert row is not None
+        session.add(
+            pending_run(
+                secret="api_key_b",
+                policy_row=row,
+                policy=runtime.policy(row),
+                trigger="manual",
+                actor="alice",
+                now=clock.now,
+            )
+        )
+    report = dispatcher.tick()
+    assert report.started == 2
+    with runtime.ledger.sessions() as session:
+        active = session.execute(select(Run.secret, Run.trigger).order_by(Run.secret)).all()
+    assert active == [("api_key_a", "schedule"), ("api_key_b", "manual"), ("api_key_c", "schedule")]
