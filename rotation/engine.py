@@ -8,6 +8,7 @@ Celery task, or a test) enqueues the next step only after this returns, i.e. aft
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,6 +43,8 @@ log = logging.getLogger("keyturn.engine")
 PauseHook = Callable[[str, str], None]
 
 _MAX_ERROR_CHARS = 1000
+#: Pauses after each failed rollback try (at most ~2 s in all, well inside a lease).
+ROLLBACK_PAUSES = (0.2, 0.5, 1.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -321,10 +324,19 @@ class Engine:
         return Advance(run.id, state, executed=True, wait_until=wait_until)
 
     def _rollback(self, state: RunState, step: StepInput) -> tuple[bool, str]:
-        try:
-            return True, rollback_where_safe(step, state)
-        except Exception as exc:
-            return False, f"rollback incomplete ({_describe(exc)})"
+        """Roll back where safe, trying a flaky backend a few times (each part is idempotent);
+        a short bounded pause beats leaving a pending value behind for a human."""
+        error: Exception | None = None
+        for pause in ROLLBACK_PAUSES:
+            try:
+                return True, rollback_where_safe(step, state)
+            except Exception as exc:
+                error = exc
+                if not is_retryable(exc):
+                    break
+                time.sleep(pause)
+        assert error is not None
+        return False, f"rollback incomplete ({_describe(error)})"
 
     def _fail(
         self, run: Run, state: RunState, step_name: str, step: StepInput, error: str
