@@ -37,6 +37,8 @@ log = logging.getLogger("keyturn.restart")
 ACK_POLL = timedelta(seconds=1)
 SLOT_POLL = timedelta(seconds=5)
 _OUTPUT_CHARS = 2000
+#: What a restart command inherits from the worker besides the policy's ``pass_env``.
+_BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
 
 class ConsumersFailed(RotationError):
@@ -122,12 +124,13 @@ def _acknowledge(step: StepInput, spec: RestartStrategy, started: datetime) -> _
 
 def _command(step: StepInput, spec: RestartStrategy, started: datetime) -> _Wave:
     assert isinstance(spec, CommandRestart)
-    env = {
-        **os.environ,
-        "KEYTURN_SECRET": step.secret,
-        "KEYTURN_VERSION": step.to_version or "",
-        "KEYTURN_RUN_ID": str(step.run_id),
-    }
+    passed = (*_BASE_ENV, *spec.pass_env)
+    env = {name: os.environ[name] for name in passed if name in os.environ}
+    env.update(
+        KEYTURN_SECRET=step.secret,
+        KEYTURN_VERSION=step.to_version or "",
+        KEYTURN_RUN_ID=str(step.run_id),
+    )
     scrub = _scrubber(step)
     for argv in spec.commands:
         try:

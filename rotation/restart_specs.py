@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -31,6 +32,18 @@ class CommandRestart(RestartStrategy):
     strategy: Literal["command"] = "command"
     commands: Annotated[tuple[tuple[str, ...], ...], Field(min_length=1, max_length=10)]
     timeout: Duration = timedelta(minutes=2)
+    #: Worker environment variables the commands may see (e.g. KUBECONFIG); nothing else is
+    #: passed but PATH, HOME, locale and KEYTURN_SECRET/VERSION/RUN_ID, so a command that prints
+    #: its environment cannot leak the worker's own credentials into the logs.
+    pass_env: Annotated[tuple[str, ...], Field(max_length=50)] = ()
+
+    @field_validator("pass_env")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+                raise ValueError(f"pass_env: {name[:40]!r} is not an environment variable name")
+        return value
 
     @field_validator("commands")
     @classmethod

@@ -406,17 +406,6 @@ def test_no_secret_value_leaks_anywhere(
     assert hits == {}, json.dumps(report, indent=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "rotation/restart.py _command runs restart commands with the worker's whole environment "
-        "(os.environ: KEYTURN_LOCAL_KEY, VAULT_TOKEN, AWS_SECRET_ACCESS_KEY, "
-        "AZURE_CLIENT_SECRET, KEYTURN_DATABASE_URL with its password...) and logs their output "
-        "(extra 'output'), scrubbing only the rotated secret's current and previous values: a "
-        "command that prints its environment (set -x, env, a crash dump) writes the worker's "
-        "credentials into the logs"
-    ),
-)
 def test_restart_command_output_never_logs_the_workers_credentials(
     ledger_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
 ) -> None:
