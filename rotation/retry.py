@@ -48,6 +48,8 @@ def is_retryable(exc: BaseException) -> bool:
     )
     if isinstance(exc, permanent):
         return False
+    if isinstance(exc, ValueError | TypeError | LookupError):
+        return False  # bad data (a NUL in a role name, a malformed value): retrying cannot help
     # other backend errors (auth, permission) may be fixed by an operator meanwhile; unknown
     # exceptions (network, driver) are usually transient. Attempts stay bounded either way.
     return True

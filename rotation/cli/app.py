@@ -18,14 +18,19 @@ class KeyturnGroup(OpsGroup):
     """Turns every Keyturn error into one clear line on stderr and a meaningful exit status."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from rotation.errors import ConfigurationError, SecretNotFound
+        from rotation.errors import (
+            ConfigurationError,
+            InvalidSecretName,
+            InvalidSecretValue,
+            SecretNotFound,
+        )
 
         try:
             return super().invoke(ctx)
         except SecretNotFound as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(EXIT_NOT_FOUND)
-        except ConfigurationError as exc:
+        except (ConfigurationError, InvalidSecretName, InvalidSecretValue) as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(2)
         except KeyturnError as exc:

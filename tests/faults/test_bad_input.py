@@ -623,7 +623,7 @@ def test_the_cli_refuses_bad_names_with_one_line(
         (["history", name], None),
     ]:
         result = invoke(args, env, stdin)
-        assert result.exit_code in (1, 2), (args, result.exit_code, result.output)
+        assert result.exit_code == 2, (args, result.exit_code, result.output)  # bad usage
         assert not isinstance(result.exception, Exception) or isinstance(
             result.exception, SystemExit
         ), (args, repr(result.exception))
