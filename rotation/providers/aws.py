@@ -21,37 +21,29 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any, NoReturn
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
 
-import boto3
 import botocore.session
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
+from botocore.exceptions import ClientError
 
 from rotation.errors import (
-    AuthenticationFailed,
     BackendError,
-    BackendUnavailable,
     ConfigurationError,
     KeyturnError,
-    PermissionDenied,
     SecretNotFound,
     UnsupportedOperation,
     VersionConflict,
 )
 from rotation.names import validate_name, validate_prefix
+from rotation.providers.aws_config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RECOVERY_WINDOW_DAYS,
+    make_client,
+    settings_from_env,
+)
+from rotation.providers.aws_errors import _code, _scheduled_detail, translated
 from rotation.providers.base import Capability
 from rotation.values import (
     SecretValue,
@@ -77,36 +69,7 @@ STRING_TAG = "keyturn:string:"
 _STRING_MARK_CACHE = 4096
 #: Markers of versions that no longer carry a label are dropped after this many seconds.
 STRING_TAG_GRACE = 3600
-DEFAULT_RECOVERY_WINDOW_DAYS = 30
-DEFAULT_MAX_RETRIES = 4
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
-_MARKED_FOR_DELETION = re.compile(r"marked (for )?delet|scheduled for deletion", re.IGNORECASE)
-
-_NO_CREDENTIALS = (
-    "AWS credentials not found: run `aws configure`, or set AWS_ACCESS_KEY_ID and "
-    "AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary credentials), or AWS_PROFILE, "
-    "or run with an IAM role (instance profile, ECS task role, EKS service account)."
-)
-_AUTH_CODES = {
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "SignatureDoesNotMatch",
-    "IncompleteSignature",
-    "InvalidClientTokenId",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "MissingAuthenticationToken",
-}
-_DENIED_CODES = {"AccessDenied", "AccessDeniedException", "DecryptionFailure"}
-_BUSY_CODES = {
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "InternalServiceError",
-    "InternalFailure",
-    "ServiceUnavailable",
-}
 
 
 class AWSSecretsManagerProvider:
@@ -142,60 +105,26 @@ class AWSSecretsManagerProvider:
         self.page_size = page_size
         self._string_marks: dict[tuple[str, str], bool] = {}
         self._marks_lock = threading.Lock()
-        config = Config(
+        self.region, client = make_client(
+            region=region,
+            endpoint_url=endpoint_url,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            botocore_session=botocore_session,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"mode": "standard", "max_attempts": max_retries},
+            max_retries=max_retries,
             max_pool_connections=max_pool_connections,
         )
-        try:
-            session = boto3.session.Session(botocore_session=botocore_session or _session({}))
-            self.region = region or session.region_name
-            if not self.region:
-                raise ConfigurationError(
-                    "AWS region not set: set AWS_REGION (or AWS_DEFAULT_REGION), or `region` in "
-                    "the profile in ~/.aws/config."
-                )
-            #: The one boto3 client of this provider, reused by every call (thread-safe).
-            self.client: Any = session.client(
-                "secretsmanager",
-                region_name=self.region,
-                endpoint_url=endpoint_url or None,
-                aws_access_key_id=aws_access_key_id,
-                aws_secret_access_key=aws_secret_access_key,
-                aws_session_token=aws_session_token,
-                config=config,
-            )
-        except (NoRegionError, ProfileNotFound, ValueError) as exc:
-            raise ConfigurationError(f"Cannot configure the AWS client: {exc}") from exc
+        #: The one boto3 client of this provider, reused by every call (thread-safe).
+        self.client: Any = client
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> AWSSecretsManagerProvider:
         """``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``, ``AWS_SECRETS_PREFIX``,
         ``AWS_RECOVERY_WINDOW_DAYS``; credentials from boto3's default chain."""
-        window = (environ.get("AWS_RECOVERY_WINDOW_DAYS") or "").strip()
-        try:
-            days = int(window) if window else DEFAULT_RECOVERY_WINDOW_DAYS
-        except ValueError:
-            raise ConfigurationError(
-                f"AWS_RECOVERY_WINDOW_DAYS must be a whole number of days (7-30), not {window!r}."
-            ) from None
-        attempts = (environ.get("AWS_MAX_ATTEMPTS") or "").strip()
-        if attempts and not (attempts.isdigit() and int(attempts) >= 1):
-            raise ConfigurationError(f"AWS_MAX_ATTEMPTS must be a number >= 1, not {attempts!r}.")
-        return cls(
-            region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
-            endpoint_url=environ.get("AWS_ENDPOINT_URL_SECRETS_MANAGER")
-            or environ.get("AWS_ENDPOINT_URL")
-            or None,
-            prefix=environ.get("AWS_SECRETS_PREFIX", ""),
-            recovery_window_days=days,
-            aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID") or None,
-            aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY") or None,
-            aws_session_token=environ.get("AWS_SESSION_TOKEN") or None,
-            botocore_session=_session(environ),
-            max_retries=int(attempts) - 1 if attempts else DEFAULT_MAX_RETRIES,
-        )
+        return cls(**settings_from_env(environ))
 
     # --- reading --------------------------------------------------------------------------
 
@@ -506,7 +435,6 @@ class AWSSecretsManagerProvider:
                 extra={"action": "aws.prune", "secret": name, "error": type(exc).__name__},
             )
 
-    @contextmanager
     def _translated(
         self,
         name: str | None,
@@ -514,106 +442,16 @@ class AWSSecretsManagerProvider:
         stage: Stage | None = None,
         token: str | None = None,
         moving: bool = False,
-    ) -> Iterator[None]:
-        """Turn botocore's exceptions into Keyturn's, most specific first, keeping the cause."""
-        try:
-            yield
-        except ClientError as exc:
-            _raise_client_error(exc, name, self, stage=stage, token=token, moving=moving)
-        except NoCredentialsError as exc:
-            raise AuthenticationFailed(_NO_CREDENTIALS) from exc
-        except (PartialCredentialsError, CredentialRetrievalError) as exc:
-            raise AuthenticationFailed(
-                f"AWS credentials are incomplete or could not be loaded ({exc}). {_NO_CREDENTIALS}"
-            ) from exc
-        except (ConnectionError, HTTPClientError) as exc:
-            raise BackendUnavailable(
-                f"Cannot reach AWS Secrets Manager in {self.region} ({type(exc).__name__}); "
-                "check the network, AWS_REGION and AWS_ENDPOINT_URL, then retry."
-            ) from exc
-        except BotoCoreError as exc:
-            if type(exc).__name__ in {"TokenRetrievalError", "SSOTokenLoadError"}:
-                raise AuthenticationFailed(
-                    f"AWS SSO login expired ({type(exc).__name__}): run `aws sso login`."
-                ) from exc
-            raise BackendError(f"AWS Secrets Manager call failed: {exc}") from exc
-
-
-def _raise_client_error(
-    exc: ClientError,
-    name: str | None,
-    provider: AWSSecretsManagerProvider,
-    *,
-    stage: Stage | None,
-    token: str | None,
-    moving: bool,
-) -> NoReturn:
-    code = _code(exc)
-    error = exc.response.get("Error", {})
-    message = str(error.get("Message", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    action = f"secretsmanager:{exc.operation_name}"
-    shown = name or "(list)"
-    if code == "ResourceNotFoundException":
-        if name is None:
-            raise BackendError(f"AWS answered {code}: {message}") from exc
-        detail = None
-        if stage is not None and "staging label" in message:
-            detail = f"no {stage.value} version"
-        elif provider.prefix:
-            detail = f"looked up as {provider.prefix + name!r} in {provider.region}"
-        raise SecretNotFound(name, detail) from exc
-    if code == "InvalidRequestException" and _MARKED_FOR_DELETION.search(message):
-        raise SecretNotFound(shown, _scheduled_detail()) from exc
-    if code == "ResourceExistsException" and token is not None:
-        raise VersionConflict(
-            f"Version conflict on {shown!r}: token {token} was already used with another value."
-        ) from exc
-    if code == "InvalidParameterException" and moving:
-        raise VersionConflict(
-            f"Version conflict on {shown!r}: its staging labels changed meanwhile ({message}); "
-            "read it again and retry."
-        ) from exc
-    if code in _DENIED_CODES:
-        raise PermissionDenied(
-            f"AWS denied {action} on {shown!r} ({code}: {message}). Grant the IAM principal "
-            f"{action} on this secret, and kms:Decrypt/kms:GenerateDataKey on its KMS key."
-        ) from exc
-    if code in _AUTH_CODES:
-        raise AuthenticationFailed(
-            f"AWS refused the credentials ({code}: {message}). Check AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY or the profile, that temporary credentials have not expired "
-            "(`aws sts get-caller-identity`), and the system clock."
-        ) from exc
-    if code in _BUSY_CODES or status >= 500:
-        raise BackendUnavailable(
-            f"AWS Secrets Manager is throttling or unavailable ({code or status}) after "
-            "retries with backoff; retry later or lower the request rate."
-        ) from exc
-    raise BackendError(f"AWS refused {action} on {shown!r} ({code}: {message}).") from exc
-
-
-def _session(environ: Mapping[str, str]) -> botocore.session.Session:
-    """A botocore session for boto3's default credential chain, honouring the file locations,
-    profile and IMDS switch given in ``environ`` as well as the process environment."""
-    session = botocore.session.Session()
-    for variable, key in (
-        ("AWS_SHARED_CREDENTIALS_FILE", "credentials_file"),
-        ("AWS_CONFIG_FILE", "config_file"),
-        ("AWS_PROFILE", "profile"),
-    ):
-        if environ.get(variable):
-            session.set_config_variable(key, environ[variable])
-    if environ.get("AWS_EC2_METADATA_DISABLED", "").strip().lower() == "true":
-        try:
-            session.get_component("credential_provider").remove("iam-role")
-        except ProfileNotFound as exc:
-            raise ConfigurationError(f"Cannot configure the AWS client: {exc}") from exc
-    return session
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+    ) -> AbstractContextManager[None]:
+        """Turn botocore's exceptions into Keyturn's (see :mod:`rotation.providers.aws_errors`)."""
+        return translated(
+            name,
+            prefix=self.prefix,
+            region=self.region,
+            stage=stage,
+            token=token,
+            moving=moving,
+        )
 
 
 def _check_token(token: str) -> None:
@@ -652,11 +490,3 @@ def _age(stamp: str) -> float:
         return time.time() - float(stamp)
     except ValueError:
         return float("inf")
-
-
-def _scheduled_detail() -> str:
-    return (
-        "it is scheduled for deletion and can be restored with "
-        "`aws secretsmanager restore-secret` (or provider.restore(name)) until its recovery "
-        "window ends"
-    )

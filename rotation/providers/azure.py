@@ -29,41 +29,32 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
-import ssl
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-from azure.core.credentials import AccessToken, TokenCredential
-from azure.core.exceptions import (
-    AzureError,
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.core.pipeline.policies import RetryPolicy
+from azure.core.credentials import TokenCredential
 from azure.keyvault.secrets import KeyVaultSecret, SecretClient, SecretProperties
 
 from rotation.errors import (
-    AuthenticationFailed,
-    BackendError,
     BackendUnavailable,
-    ConfigurationError,
     InvalidSecretValue,
     KeyturnError,
-    PermissionDenied,
     SecretNotFound,
     VersionConflict,
 )
 from rotation.names import validate_prefix
+from rotation.providers.azure_config import (
+    StaticTokenCredential,
+    _check_url,
+    _close_credential,
+    _credential_from_env,
+    client_options,
+    settings_from_env,
+    verifies_challenge_by_default,
+)
+from rotation.providers.azure_errors import SecretDisabled, translated
 from rotation.providers.azure_names import NameMapper
 from rotation.providers.base import Capability
 from rotation.values import (
@@ -92,53 +83,6 @@ TEXT_CONTENT_TYPE = "text/plain"
 MAX_VALUE_BYTES = 25 * 1024
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
-#: Hosts where the challenge's resource is checked by default (public and sovereign clouds).
-_AZURE_VAULT_SUFFIXES = (
-    ".vault.azure.net",
-    ".vault.azure.cn",
-    ".vault.usgovcloudapi.net",
-    ".vault.microsoftazure.de",
-    ".managedhsm.azure.net",
-)
-
-
-class SecretDisabled(PermissionDenied):
-    """The secret's version is disabled in Key Vault: enable it or write a new value."""
-
-
-class StaticTokenCredential:
-    """A fixed bearer token, for Key Vault emulators and tests only (no real vault accepts one
-    for long: use a service principal or ``DefaultAzureCredential`` there)."""
-
-    def __init__(self, token: str, lifetime: int = 3600) -> None:
-        if not token:
-            raise ConfigurationError("AZURE_KEY_VAULT_TOKEN is empty.")
-        self._token = token
-        self._lifetime = lifetime
-
-    def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        return AccessToken(self._token, int(time.time()) + self._lifetime)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def __repr__(self) -> str:  # never show the token
-        return "StaticTokenCredential(<hidden>)"
-
-
-class _JitteredRetryPolicy(RetryPolicy[Any, Any]):
-    """azure-core's exponential backoff with "equal jitter": a sleep in [backoff/2, backoff]."""
-
-    def get_backoff_time(self, settings: dict[str, Any]) -> float:
-        backoff = float(super().get_backoff_time(settings))
-        return backoff / 2 + random.uniform(0, backoff / 2)
 
 
 class AzureKeyVaultProvider:
@@ -165,16 +109,19 @@ class AzureKeyVaultProvider:
     ) -> None:
         self.vault_url = _check_url(vault_url)
         self.names = NameMapper(prefix)
-        host = (urlsplit(self.vault_url).hostname or "").lower()
         if verify_challenge_resource is None:
-            verify_challenge_resource = host.endswith(_AZURE_VAULT_SUFFIXES)
+            verify_challenge_resource = verifies_challenge_by_default(self.vault_url)
         self.verify_challenge_resource = verify_challenge_resource
-        if ca_bundle is not None and not os.path.isfile(ca_bundle):
-            raise ConfigurationError(
-                f"The CA bundle {ca_bundle!r} (AZURE_CA_BUNDLE / REQUESTS_CA_BUNDLE) is not a file."
-            )
-        if retry_total < 0:
-            raise ConfigurationError("AZURE_KEY_VAULT_RETRY_TOTAL must be >= 0.")
+        options = client_options(
+            verify_challenge_resource=verify_challenge_resource,
+            ca_bundle=ca_bundle,
+            retry_total=retry_total,
+            retry_backoff_factor=retry_backoff_factor,
+            retry_backoff_max=retry_backoff_max,
+            connection_timeout=connection_timeout,
+            read_timeout=read_timeout,
+            operation_timeout=operation_timeout,
+        )
         self._owns_credential = credential is None
         if credential is None:
             from azure.identity import DefaultAzureCredential
@@ -183,51 +130,15 @@ class AzureKeyVaultProvider:
         self._credential = credential
         self._lro_timeout = lro_timeout
         self._retry_total = retry_total
-        retry_policy = _JitteredRetryPolicy(
-            retry_total=retry_total,
-            retry_connect=retry_total,
-            retry_read=retry_total,
-            retry_status=retry_total,
-            retry_backoff_factor=retry_backoff_factor,
-            retry_backoff_max=retry_backoff_max,
-            timeout=operation_timeout,
-        )
-        options: dict[str, Any] = {
-            "verify_challenge_resource": verify_challenge_resource,
-            "retry_policy": retry_policy,
-            "connection_timeout": connection_timeout,
-            "read_timeout": read_timeout,
-        }
-        if ca_bundle is not None:
-            options["connection_verify"] = ca_bundle
         self._client = SecretClient(self.vault_url, credential, **options)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> AzureKeyVaultProvider:
         """Built from ``AZURE_*`` variables (see the module docstring)."""
-        url = (environ.get("AZURE_KEY_VAULT_URL") or "").strip()
-        if not url:
-            raise ConfigurationError(
-                "AZURE_KEY_VAULT_URL is not set: set it to your vault's URL, "
-                "e.g. https://my-vault.vault.azure.net/ "
-                "(az keyvault show --name NAME --query properties.vaultUri)."
-            )
-        verify = _bool(environ, "AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE")
-        ca_bundle = environ.get("AZURE_CA_BUNDLE") or environ.get("REQUESTS_CA_BUNDLE") or None
-        retry_total = int(_number(environ, "AZURE_KEY_VAULT_RETRY_TOTAL", 5))
-        read_timeout = _number(environ, "AZURE_KEY_VAULT_TIMEOUT", 15.0)
-        _check_url(url)  # before building a credential
+        settings = settings_from_env(environ)  # checks the URL before building a credential
         credential = _credential_from_env(environ)
         try:
-            provider = cls(
-                url,
-                credential=credential,
-                prefix=(environ.get("AZURE_SECRETS_PREFIX") or "").strip(),
-                verify_challenge_resource=verify,
-                ca_bundle=ca_bundle,
-                retry_total=retry_total,
-                read_timeout=read_timeout,
-            )
+            provider = cls(credential=credential, **settings)
         except BaseException:
             _close_credential(credential)
             raise
@@ -236,46 +147,9 @@ class AzureKeyVaultProvider:
 
     # --- error translation ---------------------------------------------------------------------
 
-    @contextmanager
-    def _errors(self, name: str) -> Iterator[None]:
-        """Translate azure-core errors for an operation on ``name``, most specific first."""
-        try:
-            yield
-        except KeyturnError:
-            raise
-        except ResourceNotFoundError as exc:
-            raise SecretNotFound(name) from exc
-        except ResourceExistsError as exc:
-            raise VersionConflict(_conflict_message(name, exc)) from exc
-        except ClientAuthenticationError as exc:
-            if exc.status_code == 403:
-                raise _forbidden(name, exc) from exc
-            raise AuthenticationFailed(_auth_message(self.vault_url, exc)) from exc
-        except HttpResponseError as exc:
-            raise _from_status(name, exc, self._retry_total) from exc
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            if _is_tls_verification_failure(exc):
-                raise ConfigurationError(
-                    f"The TLS certificate of {self.vault_url} is not trusted: for a private CA "
-                    "or an emulator, set AZURE_CA_BUNDLE (or REQUESTS_CA_BUNDLE) to its PEM file."
-                ) from exc
-            raise BackendUnavailable(
-                f"Azure Key Vault at {self.vault_url} did not answer for {name!r} after "
-                f"{self._retry_total} retries ({type(exc).__name__}); check the network and "
-                "the vault's firewall, then retry."
-            ) from exc
-        except AzureError as exc:
-            raise BackendError(
-                f"Azure Key Vault failed on {name!r} ({type(exc).__name__})."
-            ) from exc
-        except ValueError as exc:
-            if "challenge" not in str(exc).lower():
-                raise
-            raise ConfigurationError(
-                f"Key Vault's authentication challenge for {self.vault_url} names another "
-                "resource. For an emulator or a private endpoint that is not *.vault.azure.net, "
-                "set AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE=false."
-            ) from exc
+    def _errors(self, name: str) -> AbstractContextManager[None]:
+        """Translate azure-core errors for an operation on ``name`` (see :mod:`.azure_errors`)."""
+        return translated(name, vault_url=self.vault_url, retries=self._retry_total)
 
     def _call(self, name: str, fn: Callable[[], T]) -> T:
         with self._errors(name):
@@ -625,75 +499,9 @@ class AzureKeyVaultProvider:
 # --- module helpers -------------------------------------------------------------------------
 
 
-def _check_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme != "https" or not parts.hostname:
-        raise ConfigurationError(
-            f"AZURE_KEY_VAULT_URL must be an https URL such as https://my-vault.vault.azure.net/, "
-            f"not {url!r}: Key Vault only accepts bearer tokens over TLS."
-        )
-    return url.strip().rstrip("/")
-
-
 def _check_token(token: str) -> None:
     if not isinstance(token, str) or not 1 <= len(token) <= 200:
         raise ValueError("a rotation token must be a string of 1-200 characters")
-
-
-def _bool(environ: Mapping[str, str], key: str) -> bool | None:
-    raw = (environ.get(key) or "").strip().lower()
-    if not raw:
-        return None
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"{key} must be true or false, not {raw!r}.")
-
-
-def _number(environ: Mapping[str, str], key: str, default: float) -> float:
-    raw = (environ.get(key) or "").strip()
-    if not raw:
-        return default
-    try:
-        number = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{key} must be a number, not {raw!r}.") from None
-    if number < 0 or number != number:
-        raise ConfigurationError(f"{key} must be >= 0, not {raw!r}.")
-    return number
-
-
-def _credential_from_env(environ: Mapping[str, str]) -> TokenCredential:
-    static = environ.get("AZURE_KEY_VAULT_TOKEN")
-    if static:
-        log.warning(
-            "using a static bearer token (AZURE_KEY_VAULT_TOKEN): for emulators and tests only",
-            extra={"action": "azure.static_token"},
-        )
-        return StaticTokenCredential(static)
-    tenant = environ.get("AZURE_TENANT_ID")
-    client_id = environ.get("AZURE_CLIENT_ID")
-    secret = environ.get("AZURE_CLIENT_SECRET")
-    if tenant and client_id and secret:
-        from azure.identity import ClientSecretCredential
-
-        return ClientSecretCredential(tenant, client_id, secret)
-    if secret:
-        raise ConfigurationError(
-            "AZURE_CLIENT_SECRET is set but AZURE_TENANT_ID or AZURE_CLIENT_ID is not: a service "
-            "principal needs all three (or unset AZURE_CLIENT_SECRET to use "
-            "DefaultAzureCredential)."
-        )
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential()
-
-
-def _close_credential(credential: object) -> None:
-    close = getattr(credential, "close", None)
-    if callable(close):
-        close()
 
 
 def _token_of(properties: SecretProperties) -> str | None:
@@ -742,96 +550,3 @@ def _oldest_first(items: list[SecretProperties]) -> list[SecretProperties]:
         return depth.get(start, 0)
 
     return sorted(items, key=lambda v: (v.created_on or _EARLIEST, chain(v.version)))
-
-
-def _is_tls_verification_failure(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return True
-        if "CERTIFICATE_VERIFY_FAILED" in str(current):
-            return True
-        inner = getattr(current, "inner_exception", None)
-        current = inner or current.__cause__ or current.__context__
-    return False
-
-
-def _status_code(exc: HttpResponseError) -> int:
-    return int(exc.status_code or 0)
-
-
-def _error_code(exc: HttpResponseError) -> str:
-    error = exc.error
-    if error is None:
-        return ""
-    inner = error.innererror.get("code") if isinstance(error.innererror, Mapping) else None
-    return f"{error.code or ''}/{inner}" if inner else str(error.code or "")
-
-
-def _is_disabled(exc: HttpResponseError) -> bool:
-    """403 ``Forbidden/SecretDisabled`` ("Operation get is not allowed on a disabled secret."),
-    not the other 403s whose text also says disabled (public network access disabled...)."""
-    error = exc.error
-    message = (error.message or "").lower() if error else ""
-    return _error_code(exc).endswith("/SecretDisabled") or "disabled secret" in message
-
-
-def _forbidden(name: str, exc: HttpResponseError) -> PermissionDenied:
-    if _is_disabled(exc):
-        return SecretDisabled(
-            f"Secret {name!r} is disabled in Azure Key Vault (the version read is disabled): "
-            "enable it (az keyvault secret set-attributes --enabled true) or write a new value."
-        )
-    return PermissionDenied(
-        f"Permission denied on {name!r} in Azure Key Vault ({_error_code(exc) or 403}): the "
-        "identity needs the 'Key Vault Secrets Officer' role (RBAC) or get/list/set/delete/"
-        "recover/purge secret permissions (access policies), and the vault's firewall must "
-        "admit this network."
-    )
-
-
-def _auth_message(vault_url: str, exc: ClientAuthenticationError) -> str:
-    if exc.status_code is None:  # raised by the credential, before Key Vault saw anything
-        first = str(exc.message or type(exc).__name__).splitlines()[0][:300]
-        return (
-            f"Azure authentication failed for {vault_url}: {first} Set AZURE_TENANT_ID, "
-            "AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or sign in so DefaultAzureCredential "
-            "finds a credential (managed identity, `az login`)."
-        )
-    return (
-        f"Azure Key Vault at {vault_url} refused the credentials (401 {_error_code(exc)}): the "
-        "token is invalid, expired or for another tenant; check AZURE_TENANT_ID/AZURE_CLIENT_ID/"
-        "AZURE_CLIENT_SECRET or the identity DefaultAzureCredential picked."
-    )
-
-
-def _conflict_message(name: str, exc: HttpResponseError) -> str:
-    return (
-        f"Secret {name!r} is deleted but not purged in Azure Key Vault (409 "
-        f"{_error_code(exc) or 'Conflict'}): a soft-deleted name stays reserved for the "
-        "retention period. Recover it (provider.restore(name), or az keyvault secret recover) "
-        "or purge it (provider.purge(name), or az keyvault secret purge), then retry."
-    )
-
-
-def _from_status(name: str, exc: HttpResponseError, retries: int) -> KeyturnError:
-    status = _status_code(exc)
-    code = _error_code(exc)
-    if status == 401:
-        return AuthenticationFailed(
-            f"Azure Key Vault refused the credentials for {name!r} (401 {code})."
-        )
-    if status == 403:
-        return _forbidden(name, exc)
-    if status == 404:
-        return SecretNotFound(name)
-    if status == 409:
-        return VersionConflict(_conflict_message(name, exc))
-    if status == 429 or status >= 500:
-        return BackendUnavailable(
-            f"Azure Key Vault is unavailable or throttling ({status} {code}) for {name!r} after "
-            f"{retries} retries; retry later."
-        )
-    return BackendError(f"Azure Key Vault refused the request for {name!r} ({status} {code}).")
