@@ -128,6 +128,7 @@ def parse_yaml(source: bytes | str, name: str) -> YamlDocument:
     """Compose one YAML document from ``source`` into a :class:`YamlDocument`."""
     loader: yaml.SafeLoader | None = None
     try:
+        _check_nesting(source, name)
         loader = yaml.SafeLoader(source)  # reads the first bytes: may already fail
         node = loader.get_single_node()
         if node is None:
@@ -149,7 +150,13 @@ def parse_yaml(source: bytes | str, name: str) -> YamlDocument:
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
         raise PolicyFileError([PolicyError(name, line, "", f"invalid YAML: {problem}")]) from None
-    except yaml.YAMLError as exc:  # ReaderError: bad encoding or control characters
+    except yaml.reader.ReaderError as exc:  # bad encoding or a control character
+        line = _line_at(source, exc.position)
+        char = exc.character
+        shown = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+        message = f"invalid YAML: unacceptable character {shown}: {exc.reason}"
+        raise PolicyFileError([PolicyError(name, line, "", message)]) from None
+    except yaml.YAMLError as exc:
         text = " ".join(str(exc).split())
         raise PolicyFileError([PolicyError(name, None, "", f"invalid YAML: {text}")]) from None
     except RecursionError:
@@ -157,6 +164,35 @@ def parse_yaml(source: bytes | str, name: str) -> YamlDocument:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+_OPENS = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _check_nesting(source: bytes | str, name: str) -> None:
+    """Refuse deep nesting with its line before the (recursive) composer meets it."""
+    depth = 0
+    for token in yaml.scan(source, Loader=yaml.SafeLoader):
+        if isinstance(token, _OPENS):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = token.start_mark.line + 1
+                message = f"nested more than {MAX_DEPTH} levels deep"
+                raise PolicyFileError([PolicyError(name, line, "", message)])
+        elif isinstance(token, _CLOSES):
+            depth -= 1
+
+
+def _line_at(source: bytes | str, position: int) -> int:
+    """The 1-based line of character ``position`` (bytes are read as UTF-8 for counting)."""
+    text = source if isinstance(source, str) else source.decode("utf-8", errors="replace")
+    return text.count("\n", 0, max(0, position)) + 1
 
 
 class _Converter:

@@ -412,16 +412,6 @@ def test_generated_files_statistics() -> None:
     assert STATS["accepted"] >= 1, STATS  # and valid shapes are not refused by accident
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "rotation/policy_files.py parse_yaml: a control character (yaml.ReaderError) is reported "
-        "with line None and 'in \"<byte string>\", position N' instead of the line, although "
-        "schedules/README.md promises file:line for every problem; likewise a document nested "
-        "deeper than Python's recursion limit ('YAML nested too deeply', line None: the "
-        "composer recurses before the converter's MAX_DEPTH check can name the line)"
-    ),
-)
 @pytest.mark.parametrize(
     ("content", "line"),
     [
