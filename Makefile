@@ -38,8 +38,8 @@ bench: $(STAMP) services
 	for b in bench/[!_]*.py; do $(BIN)/python $$b || exit 1; done
 
 lint: $(STAMP)
-	$(BIN)/ruff check rotation worker tests bench
-	$(BIN)/ruff format --check rotation worker tests bench
+	$(BIN)/ruff check rotation worker tests bench migrations
+	$(BIN)/ruff format --check rotation worker tests bench migrations
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -47,8 +47,7 @@ class AliasRegistry:
             close = difflib.get_close_matches(alias, self.aliases, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise self.unknown(
-                f"No such {self.what}: {alias!r}.{hint} "
-                f"Known: {', '.join(sorted(self.aliases))}."
+                f"No such {self.what}: {alias!r}.{hint} Known: {', '.join(sorted(self.aliases))}."
             )
         module_name, _, attribute = target.partition(":")
         try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.celery_app import app
-from worker.runtime import engine, dispatcher, runtime
 from rotation.triggers import rotate_all as trigger_all
 from rotation.triggers import rotate_now as trigger_now
+from worker.celery_app import app
+from worker.runtime import dispatcher, engine, runtime
 
 
 def _send(run_id: int, state: str) -> None:

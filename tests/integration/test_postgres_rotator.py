@@ -121,7 +121,7 @@ def rights(db: PgDatabase, role: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def alternating(pg_database: PgDatabase) -> Scenario:  # noqa: F811
+def alternating(pg_database: PgDatabase) -> Scenario:
     """Role ``app_<id>`` with memberships, attributes and privileges, current in the backend."""
     db = pg_database
     app, readers, auditors = db.role("app"), db.role("readers"), db.role("auditors")
@@ -152,7 +152,7 @@ def alternating(pg_database: PgDatabase) -> Scenario:  # noqa: F811
 
 
 @pytest.fixture
-def single(pg_database: PgDatabase) -> Scenario:  # noqa: F811
+def single(pg_database: PgDatabase) -> Scenario:
     app = pg_database.role("solo")
     make_role(pg_database, app, "solo-first")
     scenario = Scenario(pg_database, {"mode": "single", "connect_timeout": 3})
@@ -269,7 +269,7 @@ def test_alternating_undo_after_rollback(alternating: Scenario) -> None:
     assert s.works(s.value()) and not s.works(current)
 
 
-def test_hostile_role_names_are_identifiers(pg_database: PgDatabase) -> None:  # noqa: F811
+def test_hostile_role_names_are_identifiers(pg_database: PgDatabase) -> None:
     db = pg_database
     victim = db.role("victim")
     hostile = f'app"; DROP ROLE {victim}; --'
