@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from rotation.dispatcher import new_run
 from rotation.errors import ConfigurationError, InvalidSecretName, PermissionDenied
@@ -61,10 +62,8 @@ def rotate_now(runtime: Runtime, secret: str, *, actor: str, trigger: str = "man
             select(Schedule).where(Schedule.secret == secret).with_for_update()
         ).scalar_one_or_none()
         if schedule is None:
-            raise ConfigurationError(
-                f"No rotation policy governs secret {secret!r}: add it to a policy in "
-                "schedules/*.yaml (check with `keyturn policies check`) and let beat sync it."
-            )
+            # a secret created since the last glob re-listing: adopt it now if a policy matches
+            schedule = _adopt(runtime, session, secret)
         row = session.get(PolicyRow, schedule.policy_name)
         assert row is not None  # schedules cascade with their policy
         run = new_run(
@@ -85,6 +84,32 @@ def rotate_now(runtime: Runtime, secret: str, *, actor: str, trigger: str = "man
             return Triggered(secret, raced[0], False, raced[1])
         schedule.next_due_at = None
         return Triggered(secret, run.id, True, run.state)
+
+
+def _adopt(runtime: Runtime, session: Session, secret: str) -> Schedule:
+    """The schedule of a secret no sync has seen yet, under the policy whose patterns match it
+    (an exact name wins over a glob); the secret must exist in that policy's backend."""
+    exact, globbed = [], []
+    for row in session.scalars(select(PolicyRow).order_by(PolicyRow.name)):
+        policy = runtime.policy(row)
+        if secret in policy.patterns:
+            exact.append(row)
+        elif policy.matches(secret):
+            globbed.append(row)
+    candidates = exact or globbed
+    if len(candidates) != 1:
+        detail = (
+            f"policies {', '.join(r.name for r in candidates)} all match it"
+            if candidates
+            else "add it to a policy in schedules/*.yaml (check with `keyturn policies check`)"
+        )
+        raise ConfigurationError(f"No rotation policy governs secret {secret!r}: {detail}.")
+    row = candidates[0]
+    runtime.provider(runtime.policy(row).provider).read(secret)  # SecretNotFound if absent
+    schedule = Schedule(secret=secret, policy_name=row.name, next_due_at=None)
+    session.add(schedule)
+    session.flush()
+    return schedule
 
 
 def matching_secrets(runtime: Runtime, pattern: str) -> list[str]:

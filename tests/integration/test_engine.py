@@ -426,3 +426,25 @@ def test_a_racing_manual_run_does_not_stop_the_others(ledger_url, clock, tmp_pat
     with runtime.ledger.sessions() as session:
         active = session.execute(select(Run.secret, Run.trigger).order_by(Run.secret)).all()
     assert active == [("api_key_a", "schedule"), ("api_key_b", "manual"), ("api_key_c", "schedule")]
+
+
+def test_rotate_now_adopts_a_secret_created_since_the_last_listing(
+    ledger_url, backend, clock, schedules
+) -> None:
+    from rotation.errors import SecretNotFound
+
+    runtime, engine, dispatcher = make(ledger_url, backend, clock, schedules)
+    dispatcher.sync_policies(clock.now)
+    backend.write("api_key_new", "initial")  # the glob re-listing has not seen it yet
+    triggered = rotate_now(runtime, "api_key_new", actor="alice")
+    assert triggered.created
+    drive(engine, triggered.run_id, triggered.state, clock, dispatcher)
+    assert run_row(ledger_url, triggered.run_id).state == "succeeded"
+    with runtime.ledger.sessions() as session:
+        schedule = session.get(Schedule, "api_key_new")
+    assert schedule is not None and schedule.policy_name == "api-keys"
+    assert schedule.next_due_at == schedule.last_rotated_at + timedelta(hours=1)
+    with pytest.raises(SecretNotFound):
+        rotate_now(runtime, "api_key_never_created", actor="alice")
+    with pytest.raises(ConfigurationError, match="No rotation policy governs"):
+        rotate_now(runtime, "db_password", actor="alice")
