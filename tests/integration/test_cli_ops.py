@@ -460,8 +460,8 @@ def test_secrets_set_from_stdin_never_echoes_and_get_prints_exactly(env: Env) ->
     assert json.loads(cli("secrets", "get", "app/db").stdout) == creds
 
     bad = cli("secrets", "set", "app/db", "--json", input='{"password": "leak-me",')
-    assert bad.exit_code == 1 and "leak-me" not in bad.output and "not valid JSON" in bad.output
-    assert cli("secrets", "set", "app/empty", input="").exit_code == 1
+    assert bad.exit_code == 2 and "leak-me" not in bad.output and "not valid JSON" in bad.output
+    assert cli("secrets", "set", "app/empty", input="").exit_code == 2
     assert cli("secrets", "get", "app/missing").exit_code == 3
 
 
