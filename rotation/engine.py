@@ -124,13 +124,14 @@ class Engine:
         state = RunState(run.state)
         step_name, _ = STEPS[state]
         if policy_row is None:
-            return self._finish_failed(run, state, step_name, now, "policy no longer exists")
+            message = f"policy {run.policy_name!r} no longer exists"
+            return self._end(run, RunState.NEEDS_ATTENTION, step_name, None, message)
         policy = self.runtime.policy(policy_row)
         step = self.step_input(run, policy, now)
 
         if run.attempt > run.max_attempts:
             message = f"attempts exhausted at step {step_name} ({run.max_attempts})"
-            return self._give_up(run, state, step_name, step, message, now)
+            return self._give_up(run, state, step_name, step, message)
 
         self._pause(step_name, "before")
         try:
@@ -311,7 +312,7 @@ class Engine:
         if not is_retryable(exc):
             return self._fail(run, state, step_name, step, error)
         if run.attempt >= run.max_attempts:
-            return self._give_up(run, state, step_name, step, error, step.now)
+            return self._give_up(run, state, step_name, step, error)
         wait_until = self.runtime.clock() + self.backoff.delay(run.attempt)
         self._commit(
             run,
@@ -346,37 +347,13 @@ class Engine:
         return self._end(run, final, step_name, step.policy, f"{error}; {note}")
 
     def _give_up(
-        self,
-        run: Run,
-        state: RunState,
-        step_name: str,
-        step: StepInput,
-        error: str,
-        now: datetime,
+        self, run: Run, state: RunState, step_name: str, step: StepInput, error: str
     ) -> Advance:
         _, note = self._rollback(state, step)
         return self._end(run, RunState.NEEDS_ATTENTION, step_name, step.policy, f"{error}; {note}")
 
-    def _finish_failed(
-        self, run: Run, state: RunState, step_name: str, now: datetime, error: str
-    ) -> Advance:
-        self._commit(
-            run,
-            step_name=step_name,
-            to_state=RunState.NEEDS_ATTENTION,
-            outcome="failed",
-            message=error,
-            values={
-                "state": RunState.NEEDS_ATTENTION.value,
-                "finished_at": now,
-                "last_error": error,
-                "enqueued_at": None,
-            },
-        )
-        return Advance(run.id, RunState.NEEDS_ATTENTION, executed=True)
-
     def _end(
-        self, run: Run, final: RunState, step_name: str, policy: Policy, message: str
+        self, run: Run, final: RunState, step_name: str, policy: Policy | None, message: str
     ) -> Advance:
         now = self.runtime.clock()
         committed = self._commit(
@@ -395,7 +372,7 @@ class Engine:
             },
             # needs_attention keeps the schedule blocked until a human resolves the run
             schedule_update=self._reschedule(run, policy, rotated=False)
-            if final is RunState.FAILED
+            if final is RunState.FAILED and policy is not None
             else None,
         )
         if committed:

@@ -448,3 +448,18 @@ def test_rotate_now_adopts_a_secret_created_since_the_last_listing(
         rotate_now(runtime, "api_key_never_created", actor="alice")
     with pytest.raises(ConfigurationError, match="No rotation policy governs"):
         rotate_now(runtime, "db_password", actor="alice")
+
+
+def test_a_run_whose_policy_was_removed_asks_for_a_human(
+    ledger_url, backend, clock, schedules
+) -> None:
+    _, engine, dispatcher = make(ledger_url, backend, clock, schedules)
+    run_id, state = dispatcher.tick().enqueue[0]
+    (schedules / "p.yaml").unlink()
+    clock.advance(minutes=10)  # past the glob refresh, so the sync runs
+    dispatcher.tick()
+    outcome = engine.advance(run_id, state)
+    assert outcome.state is RunState.NEEDS_ATTENTION
+    run = run_row(ledger_url, run_id)
+    assert "policy 'api-keys' no longer exists" in (run.last_error or "")
+    assert backend.read("api_key_ncbi").value == "initial"
