@@ -23,7 +23,6 @@ from typing import Any
 
 import redis
 from celery import Celery
-from psycopg import sql
 from sqlalchemy import func, select
 
 from rotation.ledger.db import Ledger
@@ -31,7 +30,7 @@ from rotation.ledger.migrate import upgrade
 from rotation.ledger.models import Run, RunEvent
 from rotation.providers.local import generate_key
 from tests.backends.cluster import BROKER, Cluster
-from tests.backends.pgserver import PgDatabase, PgServer, start_pg_server
+from tests.backends.pgserver import PgServer, start_pg_server
 
 __all__ = [
     "BROKER",
@@ -42,7 +41,6 @@ __all__ = [
     "deadline_wait",
     "event_counts",
     "free_port",
-    "make_login_role",
     "new_cluster",
     "runs_of",
     "write_policy",
@@ -159,28 +157,6 @@ def event_counts(ledger: Ledger) -> dict[str, int]:
             select(RunEvent.outcome, func.count()).group_by(RunEvent.outcome)
         ).all()
     return {outcome: int(count) for outcome, count in rows}
-
-
-# --- Postgres roles for the postgres rotator ---------------------------------------------------
-
-
-def make_login_role(db: PgDatabase, name: str, password: str) -> str:
-    """A login role ``<name>_<db suffix>`` with CONNECT on ``db``; its ``_clone`` (created by the
-    alternating rotator) is dropped with it after the test."""
-    role = db.role(name)
-    db.track_role(role + "_clone")
-    with db.admin_connect() as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(role), sql.Literal(password)
-            )
-        )
-        conn.execute(
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                sql.Identifier(db.name), sql.Identifier(role)
-            )
-        )
-    return role
 
 
 # --- throwaway servers that can be stopped and started again -----------------------------------

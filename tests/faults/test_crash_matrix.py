@@ -35,7 +35,6 @@ from tests.faults.helpers import (
     FINAL,
     cluster_env,
     deadline_wait,
-    make_login_role,
     new_cluster,
     running,
     runs_of,
@@ -82,7 +81,7 @@ def test_sigkill_at_step_boundary_then_recovery(
                 n = f"{phase}{trial}"
                 secret = f"db/app-{n}"
                 password = uuid.uuid4().hex
-                role = make_login_role(pg_database, f"app{n}", password)
+                role = pg_database.alternating_pair(f"app{n}", password)
                 initial = pg_database.credential(role, password)
                 backend.write(secret, initial)
                 started = time.monotonic()
