@@ -38,11 +38,11 @@ from _common import check, scratch_database
 from sqlalchemy import bindparam, delete, event, insert, text, update
 from sqlalchemy.engine import Connection, Engine
 
-from rotation.dispatcher import Dispatcher
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import PolicyRow, Run, Schedule
 from rotation.policy import Policy
-from rotation.runtime import Runtime
+from rotation.run.runtime import Runtime
+from rotation.scheduler.dispatcher import Dispatcher
 
 TARGET = 1.5
 SIZES = (1_000, 10_000, 100_000)

@@ -93,7 +93,7 @@ class Backend:
 @contextmanager
 def vault_backend() -> Iterator[Backend]:
     from rotation.providers.vault import VaultProvider
-    from rotation.providers.vault_auth import TokenAuth
+    from rotation.providers.vault.auth import TokenAuth
     from tests.backends.openbao import start_openbao
 
     server = start_openbao()

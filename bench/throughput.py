@@ -42,12 +42,12 @@ from pathlib import Path
 from _common import REPO, check, scratch_database
 from sqlalchemy import func, select
 
-from rotation.dispatcher import Dispatcher
-from rotation.engine import Engine
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run
 from rotation.providers.local import LocalProvider, generate_key
-from rotation.runtime import Runtime
+from rotation.run.engine import Engine
+from rotation.run.runtime import Runtime
+from rotation.scheduler.dispatcher import Dispatcher
 
 TARGET = 0.5
 N = 200

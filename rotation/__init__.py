@@ -6,7 +6,24 @@
 
 from __future__ import annotations
 
-from rotation.audit import AuditEvent, AuditWriteFailed
+from rotation.access.audit import AuditEvent, AuditWriteFailed
+from rotation.access.roles import (
+    Permission,
+    Principal,
+    Role,
+    acting_as,
+    current_principal,
+    require_role,
+)
+from rotation.client.manager import (
+    RotationReport,
+    RotationResult,
+    SecretsManager,
+    get_secret,
+    get_secrets_manager,
+    reset_secrets_manager,
+    set_secret,
+)
 from rotation.errors import (
     AuthenticationFailed,
     BackendError,
@@ -23,16 +40,6 @@ from rotation.errors import (
     UnsupportedOperation,
     VersionConflict,
 )
-from rotation.manager import (
-    RotationReport,
-    RotationResult,
-    SecretsManager,
-    get_secret,
-    get_secrets_manager,
-    reset_secrets_manager,
-    set_secret,
-)
-from rotation.roles import Permission, Principal, Role, acting_as, current_principal, require_role
 from rotation.values import SecretVersion, Stage, VersionInfo
 
 __all__ = [

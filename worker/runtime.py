@@ -8,11 +8,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from rotation.dispatcher import Dispatcher
-from rotation.engine import Engine, PauseHook
 from rotation.ledger.db import Ledger
 from rotation.policy import default_schedules_dir
-from rotation.runtime import Runtime
+from rotation.run.engine import Engine, PauseHook
+from rotation.run.runtime import Runtime
+from rotation.scheduler.dispatcher import Dispatcher
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}

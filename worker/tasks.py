@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rotation.triggers import rotate_all as trigger_all
-from rotation.triggers import rotate_now as trigger_now
+from rotation.scheduler.triggers import rotate_all as trigger_all
+from rotation.scheduler.triggers import rotate_now as trigger_now
 from worker.celery_app import app
 from worker.runtime import dispatcher, engine, runtime
 

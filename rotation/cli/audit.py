@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from rotation import audit, roles
+from rotation.access import audit, roles
 from rotation.errors import BackendUnavailable, ConfigurationError, PermissionDenied
 from rotation.ledger.db import Ledger, database_url
 

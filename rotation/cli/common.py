@@ -13,10 +13,10 @@ from rich.console import Console
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, ProgrammingError
 
+from rotation.access.roles import default_actor
 from rotation.errors import BackendUnavailable, ConfigurationError, KeyturnError
 from rotation.ledger.db import Ledger, database_url
-from rotation.roles import default_actor
-from rotation.runtime import Runtime
+from rotation.run.runtime import Runtime
 
 __all__ = [
     "OpsCommand",

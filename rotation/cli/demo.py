@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from rotation.manager import get_secrets_manager
+from rotation.client.manager import get_secrets_manager
 
 
 @click.command("demo")

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from rotation.errors import ConfigurationError
 from rotation.ledger.db import Ledger
-from rotation.metrics import LedgerCollector
+from rotation.ops.metrics import LedgerCollector
 
 
 def serve(collector: LedgerCollector, host: str, port: int) -> WSGIServer:

@@ -6,8 +6,8 @@ import os
 
 import click
 
-from rotation.manager import get_secrets_manager
-from rotation.migrate_env import DEFAULT_MAPPING, load_mapping, migrate_env, plan_migration
+from rotation.client.manager import get_secrets_manager
+from rotation.client.migrate_env import DEFAULT_MAPPING, load_mapping, migrate_env, plan_migration
 
 
 @click.command("migrate-env")

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from rotation.cli.common import OpsCommand, echo_json, fmt_age, fmt_time, make_console, open_runtime
 from rotation.config import Settings
 from rotation.errors import ConfigurationError, KeyturnError
-from rotation.forecast import (
+from rotation.ledger.models import PolicyRow, Run, Schedule
+from rotation.ops.forecast import (
     COLLISION_GAP,
     DEFAULT_BUDGET,
     MAX_PER_SECRET,
@@ -27,7 +28,6 @@ from rotation.forecast import (
     Scheduled,
     forecast,
 )
-from rotation.ledger.models import PolicyRow, Run, Schedule
 from rotation.policy import (
     Policy,
     default_schedules_dir,
@@ -35,7 +35,7 @@ from rotation.policy import (
     load_policies,
     parse_duration,
 )
-from rotation.states import ACTIVE_STATES
+from rotation.run.states import ACTIVE_STATES
 
 #: Collisions and days listed before "... and N more" (``--json`` has them all).
 SHOWN = 20

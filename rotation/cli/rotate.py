@@ -21,12 +21,12 @@ from rotation.cli.common import (
     open_runtime,
 )
 from rotation.ledger.models import Run, RunEvent
-from rotation.operations import get_run, matching_secrets, rollback_secret, run_events
+from rotation.ops.operations import get_run, matching_secrets, rollback_secret, run_events
 from rotation.policy import format_duration, parse_duration
-from rotation.runtime import Runtime
-from rotation.states import FINAL_STATES, NEXT_STATE, RunState
-from rotation.steps import FAILED_RETRY_DELAY
-from rotation.triggers import Triggered, rotate_now
+from rotation.run.runtime import Runtime
+from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
+from rotation.run.steps import FAILED_RETRY_DELAY
+from rotation.scheduler.triggers import Triggered, rotate_now
 
 #: Steps a run takes from pending to succeeded.
 TOTAL_STEPS = len(NEXT_STATE)

@@ -18,9 +18,9 @@ import click
 from rich.console import Console
 from sqlalchemy import func, select
 
+from rotation.client.manager import SecretsManager
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run, RunEvent
-from rotation.manager import SecretsManager
 
 DEMO_SECRETS = {
     "demo/api_key_ncbi": "initial-ncbi",

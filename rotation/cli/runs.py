@@ -21,12 +21,12 @@ from rotation.cli.common import (
 )
 from rotation.cli.rotate import describe_event
 from rotation.cli.status import STATE_STYLE
+from rotation.client.manager import SecretsManager
 from rotation.errors import SecretNotFound
 from rotation.ledger.models import Run, RunEvent
-from rotation.manager import SecretsManager
 from rotation.names import validate_name
-from rotation.operations import find_runs, provider_of, run_events
-from rotation.states import RunState
+from rotation.ops.operations import find_runs, provider_of, run_events
+from rotation.run.states import RunState
 from rotation.values import VersionInfo
 
 

@@ -16,8 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from rotation.cli.common import OpsGroup, echo_json, fmt_time, make_console
+from rotation.client.manager import SecretsManager
 from rotation.errors import InvalidSecretValue
-from rotation.manager import SecretsManager
 from rotation.names import validate_name
 from rotation.providers.registry import create_provider
 from rotation.values import SecretValue, Stage, encode_value

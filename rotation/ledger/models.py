@@ -23,9 +23,9 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = ["AuditRecord", "Base", "PolicyRow", "Run", "RunEvent", "Schedule", "UTCDateTime"]
 
-#: States that still hold the secret's single active-run slot (rotation.states.ACTIVE_STATES).
+#: States that still hold the secret's single active-run slot (rotation.run.states.ACTIVE_STATES).
 _ACTIVE = "state NOT IN ('succeeded', 'failed')"
-#: States a step may still leave (rotation.states.FINAL_STATES excluded).
+#: States a step may still leave (rotation.run.states.FINAL_STATES excluded).
 _OPEN = "state NOT IN ('succeeded', 'failed', 'needs_attention')"
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -152,7 +152,7 @@ class RunEvent(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
 
-# --- audit trail (rotation/audit.py) ------------------------------------------------------
+# --- audit trail (rotation/access/audit.py) ------------------------------------------------------
 
 
 class AuditRecord(Base):
@@ -162,7 +162,7 @@ class AuditRecord(Base):
     __table_args__ = (Index("ix_audit_records_secret_seq", "secret", "seq"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    #: Position in the chain: unique and gapless, assigned under a lock (rotation.audit.append).
+    #: Position in the chain: unique and gapless, assigned under a lock (access.audit.append).
     seq: Mapped[int] = mapped_column(BigId, unique=True)
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(200))

@@ -11,9 +11,9 @@ The package, by concern: ``files`` (YAML with lines, :class:`PolicyError`), ``du
 
 from __future__ import annotations
 
-from rotation.policy.durations import MAX_DURATION as MAX_DURATION
-from rotation.policy.durations import Duration as Duration
-from rotation.policy.durations import format_duration, parse_duration
+from rotation.durations import MAX_DURATION as MAX_DURATION
+from rotation.durations import Duration as Duration
+from rotation.durations import format_duration, parse_duration
 from rotation.policy.files import PolicyError, PolicyFileError
 from rotation.policy.loading import (
     PolicyConflictError,
@@ -63,4 +63,4 @@ __all__ = [
 
 
 # The richer restart strategies live in their own module and register themselves here.
-from rotation import restart_specs as _restart_specs  # noqa: F401
+from rotation.policy import restart as _restart_specs  # noqa: F401

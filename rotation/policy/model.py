@@ -23,9 +23,9 @@ from pydantic import (
     field_validator,
 )
 
+from rotation.durations import Duration, format_duration
 from rotation.generator import GeneratorPolicy
 from rotation.policy.base import _check_pattern, _is_glob, _Spec
-from rotation.policy.durations import Duration, format_duration
 from rotation.policy.files import short_repr
 from rotation.policy.schedule_spec import ScheduleSpec, WindowSpec
 from rotation.policy.targets import (

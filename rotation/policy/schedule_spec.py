@@ -12,8 +12,8 @@ from typing import Annotated
 from croniter import croniter
 from pydantic import BeforeValidator, field_validator, model_validator
 
+from rotation.durations import Duration, format_duration
 from rotation.policy.base import _Spec
-from rotation.policy.durations import Duration, format_duration
 from rotation.policy.files import short_repr
 
 __all__ = ["DAYS", "ScheduleSpec", "WindowSpec", "cron_min_gap"]

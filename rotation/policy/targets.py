@@ -1,6 +1,6 @@
 """What a policy acts on: restart strategies (``restart``) and each kind's ``target`` block.
 
-The richer restart strategies live in :mod:`rotation.restart_specs` and register themselves in
+The richer restart strategies live in :mod:`rotation.policy.restart` and register themselves in
 :data:`RESTART_STRATEGIES` when :mod:`rotation.policy` is imported.
 """
 

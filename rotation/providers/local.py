@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from filelock import FileLock
 
 from rotation.errors import ConfigurationError, StoreCorrupted
-from rotation.providers.versioned import DEFAULT_MAX_VERSIONS, VersionedStore
-from rotation.providers.versioned_provider import StoreBackedProvider
+from rotation.providers.store import DEFAULT_MAX_VERSIONS, VersionedStore
+from rotation.providers.store_backed import StoreBackedProvider
 
 __all__ = ["LocalProvider", "generate_key"]
 

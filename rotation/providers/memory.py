@@ -6,8 +6,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from rotation.providers.versioned import DEFAULT_MAX_VERSIONS, VersionedStore
-from rotation.providers.versioned_provider import StoreBackedProvider
+from rotation.providers.store import DEFAULT_MAX_VERSIONS, VersionedStore
+from rotation.providers.store_backed import StoreBackedProvider
 
 __all__ = ["MemoryProvider"]
 

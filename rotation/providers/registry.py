@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rotation.aliases import AliasRegistry
 from rotation.errors import UnknownProvider
 from rotation.providers.base import Provider
+from rotation.registry import AliasRegistry
 
 __all__ = ["PROVIDER_ALIASES", "create_provider", "register_provider", "resolve_provider"]
 
 PROVIDER_ALIASES: dict[str, str] = {
     "memory": "rotation.providers.memory:MemoryProvider",
     "local": "rotation.providers.local:LocalProvider",
-    "vault": "rotation.providers.vault:VaultProvider",
-    "aws": "rotation.providers.aws:AWSSecretsManagerProvider",
-    "azure": "rotation.providers.azure:AzureKeyVaultProvider",
+    "vault": "rotation.providers.vault.provider:VaultProvider",
+    "aws": "rotation.providers.aws.provider:AWSSecretsManagerProvider",
+    "azure": "rotation.providers.azure.provider:AzureKeyVaultProvider",
 }
 
 _REGISTRY = AliasRegistry(

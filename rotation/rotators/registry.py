@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 
-from rotation.aliases import AliasRegistry
+from rotation.registry import AliasRegistry
 from rotation.rotators.base import Rotator
 
 __all__ = ["ROTATOR_ALIASES", "get_rotator", "register_rotator", "resolve_rotator"]
 
 ROTATOR_ALIASES: dict[str, str] = {
     "random": "rotation.rotators.random:RandomRotator",
-    "postgres": "rotation.rotators.postgres:PostgresRotator",
+    "postgres": "rotation.rotators.postgres.rotator:PostgresRotator",
 }
 
 _instances: dict[str, Rotator] = {}

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rotation.providers.azure import AzureKeyVaultProvider, StaticTokenCredential
+from rotation.providers.azure.provider import AzureKeyVaultProvider, StaticTokenCredential
 from tests.backends.keyvault import KeyVaultEmulator
 
 #: The bearer token the session emulator accepts.

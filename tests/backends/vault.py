@@ -88,7 +88,7 @@ def vault_root(openbao: OpenBao) -> Iterator[hvac.Client]:
 @pytest.fixture
 def vault_provider(openbao: OpenBao):
     from rotation.providers.vault import VaultProvider
-    from rotation.providers.vault_auth import TokenAuth
+    from rotation.providers.vault.auth import TokenAuth
 
     provider = VaultProvider(
         openbao.address, TokenAuth(openbao.root_token), path_prefix=new_prefix()

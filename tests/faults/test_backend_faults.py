@@ -48,7 +48,7 @@ from rotation.errors import SecretNotFound
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Schedule
 from rotation.providers.vault import VaultProvider
-from rotation.providers.vault_auth import TokenAuth
+from rotation.providers.vault.auth import TokenAuth
 from rotation.values import Stage
 from tests.backends.cluster import Cluster
 from tests.backends.faultproxy import FaultProxy

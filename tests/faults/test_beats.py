@@ -22,7 +22,7 @@ rotated on time and none twice").
   nightly window (02:00-04:00), 2 with a weekend window, 1 with a 2-day jitter.
 - Expected: each secret rotated exactly twice (day 0 and day ~30); no two starts less than 30
   days apart; each start is exactly the first tick at which the dispatcher may start it:
-  ``rotation.schedule.next_due`` from the previous finish (or from the sync for the first),
+  ``rotation.policy.due.next_due`` from the previous finish (or from the sync for the first),
   rounded up to a tick, moved to the window's next opening when the tick is outside the window;
   the schedule's final ``next_due_at`` is ``next_due`` after the second rotation (after day 60).
 """
@@ -34,14 +34,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from rotation.dispatcher import Dispatcher
-from rotation.engine import Engine
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Schedule
 from rotation.policy import Policy, load_policies
+from rotation.policy.due import in_window, next_due, next_window_start
 from rotation.providers.memory import MemoryProvider
-from rotation.runtime import Runtime
-from rotation.schedule import in_window, next_due, next_window_start
+from rotation.run.engine import Engine
+from rotation.run.runtime import Runtime
+from rotation.scheduler.dispatcher import Dispatcher
 from rotation.values import Stage
 from tests.backends.cluster import store
 from tests.faults.helpers import (

@@ -41,7 +41,7 @@ from tests.faults.helpers import (
     write_policy,
 )
 
-#: The step that leaves each state (rotation.steps.STEPS), by step name.
+#: The step that leaves each state (rotation.run.steps.STEPS), by step name.
 FROM_STATE = {
     "create": "pending",
     "apply": "created",

@@ -19,7 +19,7 @@ import pytest
 import redis
 from sqlalchemy import func, inspect, select
 
-from rotation.audit import verify
+from rotation.access.audit import verify
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run, RunEvent, Schedule
 from rotation.values import Stage

@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, text
 
-from rotation import PermissionDenied, SecretsManager, acting_as, roles
-from rotation import audit as audit_module
-from rotation.audit import (
+from rotation import PermissionDenied, SecretsManager, acting_as
+from rotation.access import audit as audit_module
+from rotation.access import roles
+from rotation.access.audit import (
     GENESIS_HASH,
     AuditEvent,
     LedgerAuditSink,
@@ -24,14 +25,14 @@ from rotation.audit import (
     verify,
 )
 from rotation.cli import main
-from rotation.dispatcher import Dispatcher
-from rotation.engine import Engine
 from rotation.ledger.db import Ledger
 from rotation.ledger.migrate import upgrade
 from rotation.ledger.models import AuditRecord, Run
 from rotation.providers.memory import MemoryProvider
-from rotation.runtime import Runtime
-from rotation.states import RunState
+from rotation.run.engine import Engine
+from rotation.run.runtime import Runtime
+from rotation.run.states import RunState
+from rotation.scheduler.dispatcher import Dispatcher
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, NoCredentialsError
 
+from rotation.client.manager import SecretsManager
 from rotation.errors import (
     AuthenticationFailed,
     BackendUnavailable,
@@ -27,8 +28,7 @@ from rotation.errors import (
     UnsupportedOperation,
     VersionConflict,
 )
-from rotation.manager import SecretsManager
-from rotation.providers.aws import STRING_TAG, AWSSecretsManagerProvider
+from rotation.providers.aws.provider import STRING_TAG, AWSSecretsManagerProvider
 from rotation.providers.base import Capability
 from rotation.values import Stage
 from tests.backends.aws import make_aws_provider

@@ -18,6 +18,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.identity import ClientSecretCredential, DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
+from rotation.client.manager import SecretsManager
 from rotation.errors import (
     AuthenticationFailed,
     BackendUnavailable,
@@ -26,8 +27,7 @@ from rotation.errors import (
     SecretNotFound,
     VersionConflict,
 )
-from rotation.manager import SecretsManager
-from rotation.providers.azure import AzureKeyVaultProvider, StaticTokenCredential
+from rotation.providers.azure.provider import AzureKeyVaultProvider, StaticTokenCredential
 from rotation.providers.base import Capability
 from rotation.values import Stage
 from tests.backends.azure import KEYVAULT_TOKEN, make_azure_provider, unique_prefix

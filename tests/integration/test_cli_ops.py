@@ -19,14 +19,14 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select, update
 
 from rotation.cli import main
-from rotation.dispatcher import Dispatcher
-from rotation.engine import Engine
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
 from rotation.providers.local import LocalProvider, generate_key
-from rotation.runtime import Runtime
-from rotation.states import RunState
-from rotation.triggers import rotate_now
+from rotation.run.engine import Engine
+from rotation.run.runtime import Runtime
+from rotation.run.states import RunState
+from rotation.scheduler.dispatcher import Dispatcher
+from rotation.scheduler.triggers import rotate_now
 from tests.integration.test_celery_worker import BROKER, REPO, Cluster
 
 POLICIES = """

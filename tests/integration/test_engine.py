@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from rotation.dispatcher import Dispatcher
-from rotation.engine import Engine
 from rotation.errors import BackendUnavailable, ConfigurationError
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run, RunEvent, Schedule
 from rotation.providers.memory import MemoryProvider
-from rotation.runtime import Runtime
-from rotation.states import RunState
-from rotation.triggers import rotate_now
+from rotation.run.engine import Engine
+from rotation.run.runtime import Runtime
+from rotation.run.states import RunState
+from rotation.scheduler.dispatcher import Dispatcher
+from rotation.scheduler.triggers import rotate_now
 from rotation.values import Stage
 
 START = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)  # a Monday
@@ -368,10 +368,10 @@ def test_invalid_file_keeps_serving_valid_policies(ledger_url, backend, clock, t
 def test_manual_triggers_check_roles_and_audit_denials(
     ledger_url, backend, clock, schedules, monkeypatch
 ) -> None:
-    from rotation import audit, roles
+    from rotation.access import audit, roles
     from rotation.errors import PermissionDenied
     from rotation.ledger.models import AuditRecord
-    from rotation.triggers import rotate_all
+    from rotation.scheduler.triggers import rotate_all
 
     runtime, _, dispatcher = make(ledger_url, backend, clock, schedules)
     dispatcher.sync_policies(clock.now)
@@ -405,8 +405,8 @@ def test_a_racing_manual_run_does_not_stop_the_others(ledger_url, clock, tmp_pat
     runtime, _, dispatcher = make(ledger_url, backend, clock, schedules.parent)
     dispatcher.sync_policies(clock.now)
     # a manual run that slipped in between the claim and the insert: its schedule still says due
-    from rotation.dispatcher import pending_run
     from rotation.ledger.models import PolicyRow
+    from rotation.scheduler.dispatcher import pending_run
 
     with runtime.ledger.transaction() as session:
         row = session.get(PolicyRow, "api-keys")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from rotation.dispatcher import Dispatcher
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Schedule
-from rotation.runtime import Runtime
+from rotation.run.runtime import Runtime
+from rotation.scheduler.dispatcher import Dispatcher
 from rotation.values import decode_value
 from tests.backends.cluster import REPO, Cluster, runs, store, wait_for
 

@@ -19,14 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from rotation.cli.metrics import serve
-from rotation.dispatcher import Dispatcher
-from rotation.engine import Engine
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run
-from rotation.metrics import LedgerCollector
+from rotation.ops.metrics import LedgerCollector
 from rotation.providers.memory import MemoryProvider
-from rotation.runtime import Runtime
-from rotation.states import RunState
+from rotation.run.engine import Engine
+from rotation.run.runtime import Runtime
+from rotation.run.states import RunState
+from rotation.scheduler.dispatcher import Dispatcher
 from rotation.values import Stage
 
 START = datetime(2026, 1, 5, 3, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from psycopg import sql
 from rotation.generator import GeneratorPolicy
 from rotation.providers.memory import MemoryProvider
 from rotation.rotators.base import RotationContext
-from rotation.rotators.postgres import PostgresRotator, TargetRejected
+from rotation.rotators.postgres.rotator import PostgresRotator, TargetRejected
 from rotation.values import Stage
 from tests.backends.pgserver import PgDatabase
 

@@ -19,6 +19,7 @@ from typing import Any
 import hvac
 import pytest
 
+from rotation.client.manager import SecretsManager
 from rotation.errors import (
     AuthenticationFailed,
     BackendError,
@@ -28,9 +29,8 @@ from rotation.errors import (
     SecretNotFound,
     VersionConflict,
 )
-from rotation.manager import SecretsManager
-from rotation.providers.vault import OBJECT_KEY, VaultProvider
-from rotation.providers.vault_auth import AppRoleAuth, KubernetesAuth, TokenAuth
+from rotation.providers.vault.auth import AppRoleAuth, KubernetesAuth, TokenAuth
+from rotation.providers.vault.provider import OBJECT_KEY, VaultProvider
 from rotation.values import Stage
 from tests.backends.faultproxy import FaultProxy
 from tests.backends.openbao import find_bao, free_port_pair, start_openbao

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from rotation.errors import ConfigurationError, InvalidSecretName
 from rotation.names import MAX_NAME_LENGTH, validate_name
-from rotation.providers.azure_names import (
+from rotation.providers.azure.names import (
     MAX_AZURE_NAME_LENGTH,
     PENDING_SUFFIX,
     NameMapper,

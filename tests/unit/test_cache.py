@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rotation.cache import TTLCache
+from rotation.client.cache import TTLCache
 
 
 def test_expiry_and_generation() -> None:

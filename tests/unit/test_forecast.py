@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from rotation.forecast import (
+from rotation.ops.forecast import (
     MAX_PER_SECRET,
     Rotation,
     Scheduled,

@@ -17,13 +17,13 @@ from rotation import (
     acting_as,
     current_principal,
     require_role,
-    roles,
 )
-from rotation import audit as audit_module
-from rotation.audit import AuditEvent, MemoryAuditSink
+from rotation.access import audit as audit_module
+from rotation.access import roles
+from rotation.access.audit import AuditEvent, MemoryAuditSink
+from rotation.access.roles import ROLE_PERMISSIONS, Bindings, Permission, Principal
 from rotation.errors import ConfigurationError, SecretNotFound
 from rotation.providers.memory import MemoryProvider
-from rotation.roles import ROLE_PERMISSIONS, Bindings, Permission, Principal
 
 P = Permission
 

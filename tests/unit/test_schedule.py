@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rotation.policy import Policy
-from rotation.schedule import in_window, is_due, jitter_for, next_due, next_window_start
+from rotation.policy.due import in_window, is_due, jitter_for, next_due, next_window_start
 
 
 def policy(**overrides: object) -> Policy:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from rotation.policy import Policy
-from rotation.schedule import next_due, next_window_start
+from rotation.policy.due import next_due, next_window_start
 
 __all__ = [
     "COLLISION_GAP",

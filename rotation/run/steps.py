@@ -7,9 +7,9 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from rotation.errors import SecretNotFound, VersionConflict
-from rotation.restart import restart
-from rotation.states import RunState
-from rotation.steps_base import StepInput, StepResult
+from rotation.run.restart import restart
+from rotation.run.states import RunState
+from rotation.run.step import StepInput, StepResult
 from rotation.values import Stage
 
 __all__ = ["STEPS", "StepInput", "StepResult", "rollback_where_safe"]

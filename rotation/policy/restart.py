@@ -1,5 +1,5 @@
 """Restart strategies a policy can name (``restart: {strategy: ...}``), registered into
-:data:`rotation.policy.RESTART_STRATEGIES`. What each does at run time: rotation/restart.py."""
+:data:`rotation.policy.RESTART_STRATEGIES`. What each does at run time: rotation/run/restart.py."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from rotation.client.manager import SecretsManager
 from rotation.errors import ConfigurationError, InvalidSecretName
-from rotation.manager import SecretsManager
 from rotation.names import validate_name
 from rotation.values import SecretValue
 

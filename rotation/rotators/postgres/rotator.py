@@ -26,8 +26,8 @@ from psycopg import sql
 
 from rotation.errors import RotationError, SecretNotFound
 from rotation.generator import generate
-from rotation.rotators import postgres_grants as grants
 from rotation.rotators.base import RotationContext
+from rotation.rotators.postgres import grants
 from rotation.values import SecretValue, SecretVersion
 
 __all__ = ["Credential", "PostgresRotator", "PostgresTarget", "TargetRejected"]

@@ -34,7 +34,7 @@ from hvac import utils as hvac_utils
 from rotation.errors import InvalidSecretName, SecretNotFound, VersionConflict
 from rotation.names import validate_name, validate_prefix
 from rotation.providers.base import Capability
-from rotation.providers.vault_auth import (
+from rotation.providers.vault.auth import (
     VaultAuth,
     VaultConnection,
     clean_path,

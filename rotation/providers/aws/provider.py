@@ -37,13 +37,13 @@ from rotation.errors import (
     VersionConflict,
 )
 from rotation.names import validate_name, validate_prefix
-from rotation.providers.aws_config import (
+from rotation.providers.aws.config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RECOVERY_WINDOW_DAYS,
     make_client,
     settings_from_env,
 )
-from rotation.providers.aws_errors import _code, _scheduled_detail, translated
+from rotation.providers.aws.errors import _code, _scheduled_detail, translated
 from rotation.providers.base import Capability
 from rotation.values import (
     SecretValue,
@@ -443,7 +443,7 @@ class AWSSecretsManagerProvider:
         token: str | None = None,
         moving: bool = False,
     ) -> AbstractContextManager[None]:
-        """Turn botocore's exceptions into Keyturn's (see :mod:`rotation.providers.aws_errors`)."""
+        """Turn botocore's exceptions into Keyturn's (see :mod:`rotation.providers.aws.errors`)."""
         return translated(
             name,
             prefix=self.prefix,

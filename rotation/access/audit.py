@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from rotation import roles
+from rotation.access import roles
 from rotation.errors import AuditWriteFailed, ConfigurationError, KeyturnError, PermissionDenied
 
 if TYPE_CHECKING:

@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
-from rotation.audit import append as audit_append
-from rotation.audit import transition_event
+from rotation.access.audit import append as audit_append
+from rotation.access.audit import transition_event
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
-from rotation.notify import Notice, Notifier
 from rotation.policy import Policy
+from rotation.policy.due import next_due
 from rotation.providers.base import Provider
-from rotation.retry import ExponentialBackoff, is_retryable
 from rotation.rotators.base import RotationContext
-from rotation.runtime import Runtime
-from rotation.schedule import next_due
-from rotation.states import FINAL_STATES, NEXT_STATE, RunState
-from rotation.steps import FAILED_RETRY_DELAY, STEPS, StepInput, StepResult, rollback_where_safe
+from rotation.run.notify import Notice, Notifier
+from rotation.run.retry import ExponentialBackoff, is_retryable
+from rotation.run.runtime import Runtime
+from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
+from rotation.run.steps import FAILED_RETRY_DELAY, STEPS, StepInput, StepResult, rollback_where_safe
 from rotation.values import SecretValue
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The restart step: move consumers to the promoted value before the old one is retired.
 
-Strategies (specs in rotation/restart_specs.py): ``none``; ``acknowledge`` (publish, then wait for
+Strategies (specs in rotation/policy/restart.py): ``none``; ``acknowledge`` (publish, then wait for
 every live consumer's acknowledgement); ``command`` (run argv lists with a timeout); ``webhook``
 (POST, HMAC-SHA256 signed); ``waves`` (several in order, at most ``concurrency`` runs of the
 policy restarting at once). Waiting never sleeps in a worker: the step returns ``wait_until`` and
@@ -24,9 +24,9 @@ from typing import Any
 
 from rotation.errors import RotationError
 from rotation.policy import RestartStrategy
-from rotation.restart_specs import AcknowledgeRestart, CommandRestart, WavesRestart, WebhookRestart
+from rotation.policy.restart import AcknowledgeRestart, CommandRestart, WavesRestart, WebhookRestart
 from rotation.rollout import Announcement
-from rotation.steps_base import StepInput, StepResult
+from rotation.run.step import StepInput, StepResult
 from rotation.values import SecretValue, Stage
 
 __all__ = ["ACK_POLL", "ConsumersFailed", "restart"]

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from rotation.ledger.models import PolicyRow, Run, Schedule
 from rotation.policy import Policy, PolicyError, load_policies
-from rotation.runtime import Runtime
-from rotation.schedule import in_window, next_due, next_window_start
-from rotation.states import RunState
+from rotation.policy.due import in_window, next_due, next_window_start
+from rotation.run.runtime import Runtime
+from rotation.run.states import RunState
 
 __all__ = ["Dispatcher", "TickReport", "new_run"]
 

@@ -14,19 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rotation.audit import Auditor, AuditSink, sink_from_env
-from rotation.cache import TTLCache
+from rotation.access.audit import Auditor, AuditSink, sink_from_env
+from rotation.access.roles import GUARD, Permission, ensure_configured
+from rotation.client.cache import TTLCache
 from rotation.config import Settings
 from rotation.errors import KeyturnError, SecretNotFound, UnsupportedOperation
 from rotation.generator import GeneratorPolicy, generate
 from rotation.names import matches_pattern, validate_name, validate_prefix
 from rotation.providers.base import Provider
 from rotation.providers.registry import create_provider
-from rotation.roles import GUARD, Permission, ensure_configured
 from rotation.values import SecretValue, VersionInfo, freeze_value
 
 if TYPE_CHECKING:
-    from rotation.consumer import ConsumerAgent, RotateCallback
+    from rotation.client.consumer import ConsumerAgent, RotateCallback
 
 __all__ = [
     "RotationReport",
@@ -346,7 +346,7 @@ class SecretsManager:
         heartbeat_ttl: float = 15.0,
     ) -> ConsumerAgent:
         """Follow rotations over Redis (``KEYTURN_REDIS_URL``): invalidate, call back, ack."""
-        from rotation.consumer import ConsumerAgent
+        from rotation.client.consumer import ConsumerAgent
         from rotation.rollout import RolloutBus
 
         if self._agent is None:

@@ -15,14 +15,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 
-from rotation.engine import Engine
 from rotation.errors import ConfigurationError, KeyturnError, RotationError, VersionConflict
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
 from rotation.names import validate_name
-from rotation.runtime import Runtime
-from rotation.states import ACTIVE_STATES, FINAL_STATES, RunState
-from rotation.steps import FAILED_RETRY_DELAY, StepInput, rollback_where_safe
-from rotation.triggers import matching_secrets
+from rotation.run.engine import Engine
+from rotation.run.runtime import Runtime
+from rotation.run.states import ACTIVE_STATES, FINAL_STATES, RunState
+from rotation.run.steps import FAILED_RETRY_DELAY, StepInput, rollback_where_safe
+from rotation.scheduler.triggers import matching_secrets
 
 __all__ = [
     "NothingToRollBack",

@@ -8,7 +8,7 @@ Configuration (``from_env``): ``AZURE_KEY_VAULT_URL`` (required, https); credent
 ``AZURE_KEY_VAULT_TIMEOUT``; ``AZURE_KEY_VAULT_TOKEN`` (a static bearer token, for emulators
 and tests only). docs/backends/azure.md has the details.
 
-Layout in the vault, for a Keyturn secret ``name`` (mapped as :mod:`rotation.providers.azure_names`
+Layout in the vault, for a Keyturn secret ``name`` (mapped as :mod:`rotation.providers.azure.names`
 describes, with the account prefix):
 
 - ``<mapped>`` holds CURRENT: its latest version, which is what ``az keyvault secret show``
@@ -45,7 +45,7 @@ from rotation.errors import (
     VersionConflict,
 )
 from rotation.names import validate_prefix
-from rotation.providers.azure_config import (
+from rotation.providers.azure.config import (
     StaticTokenCredential,
     _check_url,
     _close_credential,
@@ -54,8 +54,8 @@ from rotation.providers.azure_config import (
     settings_from_env,
     verifies_challenge_by_default,
 )
-from rotation.providers.azure_errors import SecretDisabled, translated
-from rotation.providers.azure_names import NameMapper
+from rotation.providers.azure.errors import SecretDisabled, translated
+from rotation.providers.azure.names import NameMapper
 from rotation.providers.base import Capability
 from rotation.values import (
     SecretValue,

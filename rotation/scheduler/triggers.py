@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rotation.dispatcher import new_run
+from rotation.access.roles import Permission, acting_as, authorize
 from rotation.errors import ConfigurationError, InvalidSecretName, PermissionDenied
 from rotation.ledger.models import PolicyRow, Run, Schedule
 from rotation.names import matches_pattern, validate_name
-from rotation.roles import Permission, acting_as, authorize
-from rotation.runtime import Runtime
-from rotation.states import ACTIVE_STATES
+from rotation.run.runtime import Runtime
+from rotation.run.states import ACTIVE_STATES
+from rotation.scheduler.dispatcher import new_run
 
 __all__ = ["TRIGGERS", "Triggered", "matching_secrets", "rotate_all", "rotate_now"]
 
@@ -37,7 +37,9 @@ def authorize_rotation(actor: str, permission: Permission, secret: str | None) -
         try:
             authorize(permission, permission.value, secret)
         except PermissionDenied as exc:
-            from rotation import audit  # audit builds on the ledger: imported only on a denial
+            from rotation.access import (
+                audit,  # audit builds on the ledger: imported only on a denial
+            )
 
             audit.record_denial(audit.default_sink(), exc, permission.value, secret)
             raise

@@ -26,7 +26,7 @@ import redis
 from rotation.rollout import CHANNEL, Announcement, RolloutBus
 
 if TYPE_CHECKING:
-    from rotation.manager import SecretsManager
+    from rotation.client.manager import SecretsManager
 
 __all__ = ["ConsumerAgent", "RotateCallback", "RotationEvent"]
 

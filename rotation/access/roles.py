@@ -336,7 +336,7 @@ def _check_and_audit(role: Role, action: str) -> None:
     try:
         authorize(role, action)
     except PermissionDenied as exc:
-        from rotation import audit  # audit builds on roles; imported only on a denial
+        from rotation.access import audit  # audit builds on roles; imported only on a denial
 
         audit.record_denial(audit.default_sink(), exc, action)
         raise

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from rotation.names import validate_name, validate_prefix
 from rotation.providers.base import Capability
-from rotation.providers.versioned import VersionedStore
+from rotation.providers.store import VersionedStore
 from rotation.values import SecretValue, SecretVersion, Stage, VersionInfo, freeze_value
 
 __all__ = ["StoreBackedProvider"]

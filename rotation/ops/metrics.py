@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session, aliased
 
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run, RunEvent, Schedule
-from rotation.runtime import Clock, utcnow
-from rotation.states import FINAL_STATES, RunState
+from rotation.run.runtime import Clock, utcnow
+from rotation.run.states import FINAL_STATES, RunState
 
 __all__ = ["DURATION_BUCKETS", "LedgerCollector"]
 
