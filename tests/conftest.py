@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.backends.ledger",
     "tests.backends.pgserver",
     "tests.backends.cluster",
+    "tests.backends.mariadb",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).
