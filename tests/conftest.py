@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.backends.pgserver",
     "tests.backends.cluster",
     "tests.backends.mariadb",
+    "tests.backends.redis_acl",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).
