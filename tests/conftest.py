@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.backends.cluster",
     "tests.backends.mariadb",
     "tests.backends.redis_acl",
+    "tests.backends.slapd",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).
