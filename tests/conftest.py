@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.backends.mariadb",
     "tests.backends.redis_acl",
     "tests.backends.slapd",
+    "tests.backends.iam",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).
