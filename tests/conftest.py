@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.backends.redis_acl",
     "tests.backends.slapd",
     "tests.backends.iam",
+    "tests.backends.openbao_pki",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).
