@@ -45,6 +45,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 services:
+	@scripts/install-test-deps.sh
 	@scripts/services.sh
 
 clean:

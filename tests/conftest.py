@@ -15,6 +15,11 @@ pytest_plugins = [
     "tests.backends.ledger",
     "tests.backends.pgserver",
     "tests.backends.cluster",
+    "tests.backends.mariadb",
+    "tests.backends.redis_acl",
+    "tests.backends.slapd",
+    "tests.backends.iam",
+    "tests.backends.openbao_pki",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).
