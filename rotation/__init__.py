@@ -6,15 +6,9 @@
 
 from __future__ import annotations
 
-from rotation.access.audit import AuditEvent, AuditWriteFailed
-from rotation.access.roles import (
-    Permission,
-    Principal,
-    Role,
-    acting_as,
-    current_principal,
-    require_role,
-)
+from rotation.access.audit import AuditEvent
+from rotation.access.guard import require_role
+from rotation.access.roles import Permission, Principal, Role, acting_as, current_principal
 from rotation.client.manager import (
     RotationReport,
     RotationResult,
@@ -25,6 +19,7 @@ from rotation.client.manager import (
     set_secret,
 )
 from rotation.errors import (
+    AuditWriteFailed,
     AuthenticationFailed,
     BackendError,
     BackendUnavailable,

@@ -1,16 +1,68 @@
-"""Settings read from the environment, with clear errors for bad values."""
+"""Settings from the environment: one parser, one behaviour for a bad value.
+
+Every ``KEYTURN_*`` / ``SECRETS_*`` number and duration goes through :func:`env_number`: a value
+that is not a number, or is out of range, raises :class:`~rotation.errors.ConfigurationError`
+naming the variable. :class:`Settings` is what an application's ``SecretsManager`` needs;
+:class:`EngineSettings` is what workers, beat, the CLI and the metrics exporter need.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from rotation.errors import ConfigurationError
 
-__all__ = ["DEFAULT_CACHE_TTL", "Settings"]
+__all__ = [
+    "DEFAULT_BROKER_URL",
+    "DEFAULT_CACHE_TTL",
+    "DEFAULT_DAILY_BUDGET",
+    "EngineSettings",
+    "Settings",
+    "env_number",
+    "env_seconds",
+]
 
 DEFAULT_CACHE_TTL = 300.0
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_DAILY_BUDGET = 50
+
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def env_number(
+    name: str,
+    default: float,
+    *,
+    environ: Mapping[str, str] | None = None,
+    minimum: float = 0.0,
+    integer: bool = False,
+    unit: str = "seconds",
+) -> float:
+    """``name`` as a number (``default`` when unset or blank), at least ``minimum``."""
+    raw = (_env(environ).get(name) or "").strip()
+    if not raw:
+        return default
+    kind = "a whole number" if integer else "a number"
+    try:
+        value = float(int(raw)) if integer else float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be {kind} of {unit}, not {raw!r}.") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigurationError(f"{name} must be {kind} of at least {minimum:g}, not {raw!r}.")
+    return value
+
+
+def env_seconds(
+    name: str, default: float, *, environ: Mapping[str, str] | None = None, minimum: float = 0.0
+) -> timedelta:
+    """``name`` as a number of seconds."""
+    return timedelta(seconds=env_number(name, default, environ=environ, minimum=minimum))
 
 
 @dataclass(frozen=True)
@@ -22,16 +74,48 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
+        env = _env(environ)
         provider = (env.get("SECRETS_PROVIDER") or "local").strip().lower()
-        raw_ttl = (env.get("SECRETS_CACHE_TTL") or "").strip()
-        try:
-            ttl = float(raw_ttl) if raw_ttl else DEFAULT_CACHE_TTL
-        except ValueError:
-            raise ConfigurationError(
-                f"SECRETS_CACHE_TTL must be a number of seconds (0 disables the cache), "
-                f"not {raw_ttl!r}."
-            ) from None
-        if ttl < 0 or ttl != ttl:
-            raise ConfigurationError(f"SECRETS_CACHE_TTL must be >= 0, not {raw_ttl!r}.")
-        return cls(provider=provider, cache_ttl=ttl)
+        return cls(
+            provider=provider,
+            cache_ttl=env_number("SECRETS_CACHE_TTL", DEFAULT_CACHE_TTL, environ=env),
+        )
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the scheduler's processes share (see the README's table)."""
+
+    #: Celery's broker (``KEYTURN_BROKER_URL``).
+    broker_url: str = DEFAULT_BROKER_URL
+    #: The queue tasks are sent to and workers consume (``KEYTURN_QUEUE``).
+    queue: str = "keyturn"
+    #: How often beat sends ``keyturn.dispatch_due`` (``KEYTURN_TICK_SECONDS``, at least 0.5).
+    tick: timedelta = timedelta(seconds=5)
+    #: A step's lease (``KEYTURN_LEASE_SECONDS``): a dead worker's run resumes after it.
+    lease: timedelta = timedelta(seconds=300)
+    #: Re-enqueue a run whose message went missing after this (``KEYTURN_REDELIVER_SECONDS``).
+    redeliver: timedelta = timedelta(seconds=60)
+    #: Rotations a day before ``keyturn plan`` flags the day (``KEYTURN_DAILY_BUDGET``).
+    daily_budget: int = DEFAULT_DAILY_BUDGET
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineSettings:
+        env = _env(environ)
+        return cls(
+            broker_url=(env.get("KEYTURN_BROKER_URL") or "").strip() or DEFAULT_BROKER_URL,
+            queue=(env.get("KEYTURN_QUEUE") or "").strip() or "keyturn",
+            tick=env_seconds("KEYTURN_TICK_SECONDS", 5.0, environ=env, minimum=0.5),
+            lease=env_seconds("KEYTURN_LEASE_SECONDS", 300.0, environ=env, minimum=1.0),
+            redeliver=env_seconds("KEYTURN_REDELIVER_SECONDS", 60.0, environ=env, minimum=1.0),
+            daily_budget=int(
+                env_number(
+                    "KEYTURN_DAILY_BUDGET",
+                    DEFAULT_DAILY_BUDGET,
+                    environ=env,
+                    minimum=1,
+                    integer=True,
+                    unit="rotations",
+                )
+            ),
+        )

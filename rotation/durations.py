@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator
 
-from rotation.policy.files import short_repr
+from rotation.schema import short_repr
 
 __all__ = ["MAX_DURATION", "Duration", "format_duration", "parse_duration"]
 

@@ -1,26 +1,40 @@
 """Every error Keyturn raises, from one root.
 
 Backends translate their own errors at their boundary (most specific first) and keep the
-backend's exception as ``__cause__``. No message ever carries a secret value.
+backend's exception as ``__cause__``. No message ever carries a secret value. ``retryable`` is
+the one answer to "can trying again later help?": each class declares its default (marked
+below) and a raise may override it (``TargetRejected(..., retryable=True)``); the engine retries
+a failed step only when it is set, within the run's attempts.
 
-    KeyturnError
+    KeyturnError                    .retryable: trying again later may succeed
     ├── ConfigurationError          bad or missing settings (environment, files)
-    │   └── UnknownProvider         SECRETS_PROVIDER names no registered provider
+    │   ├── UnknownProvider         SECRETS_PROVIDER names no registered provider
+    │   ├── PolicyFileError         a policy file is invalid (every problem, located)
+    │   └── PolicyConflictError     two policies claim the same secret
     ├── InvalidSecretName           a name the backend would misread or refuse
     ├── InvalidSecretValue          a value that is neither a string nor a JSON object
     ├── SecretNotFound              no such secret (or no such version / stage)
-    ├── VersionConflict             someone else wrote first (check-and-set lost)
+    ├── VersionConflict             someone else wrote first (check-and-set lost)       [retryable]
     ├── UnsupportedOperation        the backend cannot do this (see ``capabilities``)
-    ├── BackendError                the backend answered, but not with success
-    │   ├── AuthenticationFailed    credentials missing, expired or refused
-    │   ├── PermissionDenied        authenticated, but not allowed
-    │   ├── BackendUnavailable      unreachable, timing out, or throttling past retries
+    ├── PermissionDenied            the backend refuses the credentials in use          [retryable]
+    │   ├── SecretDisabled          Azure: the secret's current version is disabled
+    │   └── RoleDenied              Keyturn's role bindings refuse the acting principal
+    ├── BackendError                the backend answered, but not with success          [retryable]
+    │   ├── AuthenticationFailed    credentials missing, expired or refused             [retryable]
+    │   ├── BackendUnavailable      unreachable, timing out, or throttling past retries [retryable]
     │   └── StoreCorrupted          the local store cannot be decrypted or parsed
-    ├── RotationError               a rotation step failed
-    └── AuditWriteFailed            the audit record could not be written: operation refused
+    ├── RotationError               a rotation step failed                              [retryable]
+    │   ├── TargetRejected          the target (a database...) refused the change or the login
+    │   └── ConsumersFailed         a consumer could not move to the new value
+    ├── NothingToRollBack           no rotation of the secret is between promotion and retirement
+    └── AuditWriteFailed            the audit record could not be written: refused      [retryable]
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 __all__ = [
     "AuditWriteFailed",
@@ -28,13 +42,21 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "ConfigurationError",
+    "ConsumersFailed",
     "InvalidSecretName",
     "InvalidSecretValue",
     "KeyturnError",
+    "NothingToRollBack",
     "PermissionDenied",
+    "PolicyConflictError",
+    "PolicyError",
+    "PolicyFileError",
+    "RoleDenied",
     "RotationError",
+    "SecretDisabled",
     "SecretNotFound",
     "StoreCorrupted",
+    "TargetRejected",
     "UnknownProvider",
     "UnsupportedOperation",
     "VersionConflict",
@@ -44,8 +66,13 @@ __all__ = [
 class KeyturnError(Exception):
     """Keyturn failed."""
 
-    def __init__(self, message: str | None = None) -> None:
+    #: Whether trying the same thing again later may succeed (the class's default).
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None, *, retryable: bool | None = None) -> None:
         super().__init__(message or (self.__doc__ or type(self).__name__).strip())
+        if retryable is not None:
+            self.retryable = retryable  # type: ignore[misc]
 
     @property
     def message(self) -> str:
@@ -58,6 +85,54 @@ class ConfigurationError(KeyturnError):
 
 class UnknownProvider(ConfigurationError):
     """No such secrets provider."""
+
+
+@dataclass(frozen=True)
+class PolicyError:
+    """One problem in a policy file, located as precisely as the file allows (not raised:
+    :class:`PolicyFileError` carries a list of them)."""
+
+    file: str
+    line: int | None
+    #: Dotted path of the offending field, e.g. ``policies[0].schedule.every`` ("" = the file).
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class PolicyFileError(ConfigurationError):
+    """A policy file is invalid."""
+
+    def __init__(self, errors: Sequence[PolicyError]) -> None:
+        self.errors: list[PolicyError] = list(errors)
+        text = str(self.errors[0]) if self.errors else "invalid policy file"
+        if len(self.errors) > 1:
+            text += f" (and {len(self.errors) - 1} more)"
+        super().__init__(text)
+
+
+class PolicyConflictError(ConfigurationError):
+    """Two policies claim the same secret."""
+
+    def __init__(self, conflicts: dict[str, tuple[str, ...]], resolved: Mapping[str, Any]) -> None:
+        #: secret -> the names of the policies that claim it (equally specifically).
+        self.conflicts = conflicts
+        #: Every secret with exactly one policy (secret -> Policy): safe to act on.
+        self.resolved = dict(resolved)
+        shown = "; ".join(
+            f"{secret!r} by {', '.join(repr(n) for n in names)}"
+            for secret, names in sorted(conflicts.items())[:5]
+        )
+        more = f" (and {len(conflicts) - 5} more)" if len(conflicts) > 5 else ""
+        super().__init__(
+            f"Secrets claimed by more than one policy: {shown}{more}. "
+            "Narrow the globs or list the secret by name in one policy."
+        )
 
 
 class InvalidSecretName(KeyturnError):
@@ -87,21 +162,45 @@ class SecretNotFound(KeyturnError):
 class VersionConflict(KeyturnError):
     """Another writer changed this secret first; read it again and retry."""
 
+    retryable = True
+
 
 class UnsupportedOperation(KeyturnError):
     """This backend does not support that operation."""
 
 
+class PermissionDenied(KeyturnError):
+    """Permission denied: the credentials in use may not do this."""
+
+    # the backend's access policy may be fixed by an operator meanwhile
+    retryable = True
+
+
+class SecretDisabled(PermissionDenied):
+    """The secret's current version is disabled."""
+
+
+class RoleDenied(PermissionDenied):
+    """Permission denied by Keyturn's role bindings."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, principal: str, needed: str, action: str) -> None:
+        super().__init__(message)
+        #: Who asked, what they lacked (a role or permission name) and what they tried.
+        self.principal = principal
+        self.needed = needed
+        self.action = action
+
+
 class BackendError(KeyturnError):
     """The secrets backend refused the request."""
+
+    retryable = True
 
 
 class AuthenticationFailed(BackendError):
     """Authentication with the secrets backend failed: check its credentials."""
-
-
-class PermissionDenied(BackendError):
-    """Permission denied: the credentials in use may not do this."""
 
 
 class BackendUnavailable(BackendError):
@@ -111,10 +210,44 @@ class BackendUnavailable(BackendError):
 class StoreCorrupted(BackendError):
     """The local secret store cannot be read: wrong key or a corrupted file."""
 
+    retryable = False
+
 
 class RotationError(KeyturnError):
     """A rotation step failed."""
 
+    # a target's or an issuer's failure is usually passing; attempts stay bounded either way
+    retryable = True
+
+
+class TargetRejected(RotationError):
+    """The target refused the credential change or the login."""
+
+    retryable = False
+
+    def __init__(
+        self, message: str, *, retryable: bool = False, sqlstate: str | None = None
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        #: The database's SQLSTATE (or the target's own error code), when it sent one.
+        self.sqlstate = sqlstate
+
+    @property
+    def login_refused(self) -> bool:
+        return self.sqlstate is not None and self.sqlstate.startswith("28")
+
+
+class ConsumersFailed(RotationError):
+    """A consumer could not move to the new value; the promotion is rolled back."""
+
+    retryable = False
+
+
+class NothingToRollBack(KeyturnError):
+    """Nothing to roll back: no rotation of this secret is between promotion and retirement."""
+
 
 class AuditWriteFailed(KeyturnError):
     """The audit record could not be written, so the operation was refused."""
+
+    retryable = True

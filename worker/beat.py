@@ -3,26 +3,17 @@ so beat keeps no state worth losing, and a second beat only sends redundant tick
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-DEFAULT_TICK_SECONDS = 5.0
+from rotation.config import EngineSettings
+from rotation.scheduler.tasks import DISPATCH_DUE
 
 
-def tick_seconds() -> float:
-    raw = os.environ.get("KEYTURN_TICK_SECONDS", "")
-    try:
-        value = float(raw) if raw else DEFAULT_TICK_SECONDS
-    except ValueError:
-        raise SystemExit(f"KEYTURN_TICK_SECONDS must be a number of seconds, not {raw!r}") from None
-    return max(0.5, value)
-
-
-def beat_schedule() -> dict[str, dict[str, Any]]:
-    tick = tick_seconds()
+def beat_schedule(settings: EngineSettings) -> dict[str, dict[str, Any]]:
+    tick = settings.tick.total_seconds()
     return {
         "keyturn-dispatch-due": {
-            "task": "keyturn.dispatch_due",
+            "task": DISPATCH_DUE,
             "schedule": tick,
             # a tick nobody picked up in time is worthless: the next one does the same work
             "options": {"expires": max(tick * 2, 5.0)},

@@ -1,26 +1,25 @@
-"""The Celery app and the settings DESIGN.md calls out (acks late, JSON only, prefetch 1...)."""
+"""The Celery app with the settings that matter: late acks, JSON only, prefetch 1, UTC."""
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 
+from rotation.config import EngineSettings
 from worker.beat import beat_schedule
 
-DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
-
-BROKER_URL = os.environ.get("KEYTURN_BROKER_URL", DEFAULT_BROKER)
+SETTINGS = EngineSettings.from_env()
 
 app = Celery("keyturn", include=["worker.tasks"])
 app.conf.update(
-    broker_url=BROKER_URL,
+    broker_url=SETTINGS.broker_url,
     broker_connection_retry_on_startup=True,
     broker_connection_retry=True,
     # redelivery after a lost worker comes from Redis's visibility timeout; keep it above the
-    # longest step (steps are bounded by the engine's lease, 5 minutes by default)
+    # longest step (a step is bounded by the engine's lease)
     broker_transport_options=(
-        {"visibility_timeout": 600} if BROKER_URL.startswith(("redis", "rediss")) else {}
+        {"visibility_timeout": max(600, int(2 * SETTINGS.lease.total_seconds()))}
+        if SETTINGS.broker_url.startswith(("redis", "rediss"))
+        else {}
     ),
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -30,11 +29,11 @@ app.conf.update(
     result_serializer="json",
     task_ignore_result=True,
     result_backend=None,
-    task_default_queue=os.environ.get("KEYTURN_QUEUE", "keyturn"),
+    task_default_queue=SETTINGS.queue,
     worker_send_task_events=True,
     task_send_sent_event=True,
     worker_hijack_root_logger=False,
-    beat_schedule=beat_schedule(),
+    beat_schedule=beat_schedule(SETTINGS),
     timezone="UTC",
     enable_utc=True,
 )

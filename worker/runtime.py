@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
+from rotation.config import EngineSettings
 from rotation.ledger.db import Ledger
 from rotation.policy import default_schedules_dir
 from rotation.run.engine import Engine, PauseHook
@@ -16,11 +16,6 @@ from rotation.scheduler.dispatcher import Dispatcher
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
-
-
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    return float(raw) if raw else default
 
 
 def _pause_hook() -> PauseHook | None:
@@ -43,19 +38,20 @@ def _pause_hook() -> PauseHook | None:
 def _build() -> None:
     if _state.get("pid") == os.getpid():
         return
+    settings = EngineSettings.from_env()
     rt = Runtime(Ledger())
     _state.update(
         pid=os.getpid(),
         runtime=rt,
         engine=Engine(
             rt,
-            lease=timedelta(seconds=_seconds("KEYTURN_LEASE_SECONDS", 300)),
+            lease=settings.lease,
             pause_hook=_pause_hook(),
         ),
         dispatcher=Dispatcher(
             rt,
             default_schedules_dir(),
-            redeliver_after=timedelta(seconds=_seconds("KEYTURN_REDELIVER_SECONDS", 60)),
+            redeliver_after=settings.redeliver,
         ),
     )
 

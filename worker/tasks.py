@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rotation.scheduler.tasks import ADVANCE, DISPATCH_DUE, ROTATE_ALL, ROTATE_NOW
 from rotation.scheduler.triggers import rotate_all as trigger_all
 from rotation.scheduler.triggers import rotate_now as trigger_now
 from worker.celery_app import app
@@ -15,7 +16,7 @@ def _send(run_id: int, state: str) -> None:
     advance.apply_async((run_id, state))
 
 
-@app.task(name="keyturn.dispatch_due", ignore_result=True)
+@app.task(name=DISPATCH_DUE, ignore_result=True)
 def dispatch_due() -> dict[str, int]:
     """One dispatcher tick: sync policies, start due runs, re-enqueue stalled ones."""
     report = dispatcher().tick()
@@ -24,7 +25,7 @@ def dispatch_due() -> dict[str, int]:
     return {"started": report.started, "recovered": report.recovered}
 
 
-@app.task(name="keyturn.advance", ignore_result=True)
+@app.task(name=ADVANCE, ignore_result=True)
 def advance(run_id: int, state: str | None = None) -> None:
     """Run the next step of ``run_id`` (if its state is still ``state``), then chain the next."""
     outcome = engine().advance(int(run_id), state)
@@ -32,7 +33,7 @@ def advance(run_id: int, state: str | None = None) -> None:
         _send(outcome.run_id, outcome.state.value)
 
 
-@app.task(name="keyturn.rotate_now", ignore_result=False)
+@app.task(name=ROTATE_NOW, ignore_result=False)
 def rotate_now(secret: str, actor: str = "api") -> dict[str, Any]:
     """Start a rotation of ``secret`` now; returns the active run's id if one exists."""
     triggered = trigger_now(runtime(), secret, actor=actor, trigger="api")
@@ -41,7 +42,7 @@ def rotate_now(secret: str, actor: str = "api") -> dict[str, Any]:
     return {"secret": secret, "run_id": triggered.run_id, "created": triggered.created}
 
 
-@app.task(name="keyturn.rotate_all", ignore_result=False)
+@app.task(name=ROTATE_ALL, ignore_result=False)
 def rotate_all(pattern: str, actor: str = "api") -> list[dict[str, Any]]:
     """``rotate_now`` for every scheduled secret matching ``pattern``."""
     out = []

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from rotation.access import roles
-from rotation.errors import AuditWriteFailed, ConfigurationError, KeyturnError, PermissionDenied
+from rotation.errors import AuditWriteFailed, ConfigurationError, KeyturnError, RoleDenied
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -38,7 +38,6 @@ __all__ = [
     "GENESIS_HASH",
     "AuditEvent",
     "AuditSink",
-    "AuditWriteFailed",
     "Auditor",
     "LedgerAuditSink",
     "LogAuditSink",
@@ -60,8 +59,6 @@ log = logging.getLogger("keyturn.audit")
 
 #: The ``prev_hash`` of the first record.
 GENESIS_HASH = "0" * 64
-#: ``pg_advisory_xact_lock`` key serializing appends (7450001: policy sync; 7450002: restart slots).
-_LOCK_KEY = 7450003
 _DETAIL_CHARS = 500
 
 
@@ -193,16 +190,15 @@ def reset_default_sink() -> None:
 
 
 def record_denial(
-    sink: AuditSink | None, exc: PermissionDenied, action: str, secret: str | None = None
+    sink: AuditSink | None, exc: RoleDenied, action: str, secret: str | None = None
 ) -> None:
     """Audit a denial; a failure to do so is logged (the operation is refused either way)."""
-    needed = getattr(exc, "needed", None)
     event = AuditEvent(
         action="permission.denied",
-        actor=getattr(exc, "principal", None) or roles.current_principal().name,
+        actor=exc.principal,
         outcome="denied",
         secret=secret[:200] if secret else None,
-        detail=f"{action}; needs {getattr(needed, 'value', needed)}"[:_DETAIL_CHARS],
+        detail=f"{action}; needs {exc.needed}"[:_DETAIL_CHARS],
     )
     if sink is None:
         log.warning(
@@ -227,18 +223,11 @@ class _Note:
 
 
 class Auditor:
-    """The SecretsManager's audit helper: permission checks, reads (fail open), writes
-    (fail closed: a ``started`` record must be written before the backend is touched)."""
+    """The SecretsManager's audit helper: reads (fail open) and writes (fail closed: a
+    ``started`` record must be written before the backend is touched)."""
 
     def __init__(self, sink: AuditSink | None) -> None:
         self.sink = sink
-
-    def authorize(self, permission: roles.Permission, action: str, secret: str | None) -> None:
-        try:
-            roles.authorize(permission, action, secret)
-        except PermissionDenied as exc:
-            record_denial(self.sink, exc, action, secret)
-            raise
 
     def _event(self, action: str, secret: str | None, outcome: str, note: _Note) -> AuditEvent:
         return AuditEvent(
@@ -358,12 +347,12 @@ def append(session: Session, event: AuditEvent) -> AuditRecord:
     write lock), then reads the last record, so two writers never fork the chain."""
     from sqlalchemy import select, text
 
+    from rotation.ledger.locks import AUDIT_CHAIN, xact_lock
     from rotation.ledger.models import AuditRecord
 
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    elif dialect == "sqlite":  # a write statement takes SQLite's write lock for the transaction
+    xact_lock(session, AUDIT_CHAIN)
+    if dialect == "sqlite":  # a write statement takes SQLite's write lock for the transaction
         session.execute(text("UPDATE audit_records SET seq = seq WHERE 1 = 0"))
     last = session.execute(
         select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)

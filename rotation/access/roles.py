@@ -15,18 +15,16 @@ sandbox (code in the process holds the backend's credentials).
 from __future__ import annotations
 
 import contextvars
-import functools
 import getpass
-import inspect
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
-from rotation.errors import ConfigurationError, PermissionDenied
+from rotation.errors import ConfigurationError, RoleDenied
 
 __all__ = [
     "GUARD",
@@ -41,12 +39,9 @@ __all__ = [
     "current_principal",
     "default_actor",
     "ensure_configured",
-    "require_role",
     "reset",
     "role_of",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Role(StrEnum):
@@ -299,7 +294,7 @@ def _denied(
     needed: Role | Permission,
     action: str,
     secret: str | None,
-) -> PermissionDenied:
+) -> RoleDenied:
     what = f"{action} {secret!r}" if secret else action
     if isinstance(needed, Permission):
         need = f"the {needed.value!r} permission (role {minimum_role(needed).value} or above)"
@@ -309,18 +304,19 @@ def _denied(
     where = (
         "KEYTURN_ROLES_FILE" if bindings is None or bindings.source == "code" else bindings.source
     )
-    exc = PermissionDenied(
+    return RoleDenied(
         f"Permission denied: {principal.name!r} (role: {role.value if role else 'none'}) may not "
-        f"{what}: it needs {need}. Bind a role to {principal.name!r} in {where}."
+        f"{what}: it needs {need}. Bind a role to {principal.name!r} in {where}.",
+        principal=principal.name,
+        needed=needed.value,
+        action=action,
     )
-    exc.principal, exc.needed, exc.action = principal.name, needed, action  # type: ignore[attr-defined]
-    return exc
 
 
 def authorize(needed: Role | Permission, action: str, secret: str | None = None) -> Principal:
-    """The acting principal if it holds ``needed``; else raise :class:`PermissionDenied`.
+    """The acting principal if it holds ``needed``; else raise :class:`RoleDenied`.
 
-    Does not audit: callers record the denial in their audit sink."""
+    Does not audit: entry points call :func:`rotation.access.guard.authorize_audited`."""
     if not GUARD.configured:
         ensure_configured()
     principal = current_principal()
@@ -328,44 +324,3 @@ def authorize(needed: Role | Permission, action: str, secret: str | None = None)
     if not _allowed(role, needed):
         raise _denied(principal, role, needed, action, secret)
     return principal
-
-
-def _check_and_audit(role: Role, action: str) -> None:
-    if not GUARD.on and GUARD.configured:
-        return
-    try:
-        authorize(role, action)
-    except PermissionDenied as exc:
-        from rotation.access import audit  # audit builds on roles; imported only on a denial
-
-        audit.record_denial(audit.default_sink(), exc, action)
-        raise
-
-
-def require_role(role: Role | str) -> Callable[[F], F]:
-    """Call the decorated function only if the acting principal has at least ``role``.
-
-    A denial raises :class:`PermissionDenied` and is audited (``permission.denied``)."""
-    needed = Role.parse(role) if isinstance(role, str) else role
-
-    def decorate(fn: F) -> F:
-        action = f"call {fn.__module__}.{fn.__qualname__}"
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                _check_and_audit(needed, action)
-                return await fn(*args, **kwargs)
-
-            async_wrapper.required_role = needed  # type: ignore[attr-defined]
-            return cast(F, async_wrapper)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            _check_and_audit(needed, action)
-            return fn(*args, **kwargs)
-
-        wrapper.required_role = needed  # type: ignore[attr-defined]
-        return cast(F, wrapper)
-
-    return decorate

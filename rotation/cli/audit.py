@@ -12,8 +12,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from rotation.access import audit, roles
-from rotation.errors import BackendUnavailable, ConfigurationError, PermissionDenied
+from rotation.access import audit
+from rotation.access.guard import authorize_audited
+from rotation.access.roles import Permission
+from rotation.errors import BackendUnavailable, ConfigurationError
 from rotation.ledger.db import Ledger, database_url
 
 if TYPE_CHECKING:
@@ -36,11 +38,7 @@ def _ledger(action: str) -> Iterator[Ledger]:
 
     ledger = Ledger(database_url())
     try:
-        try:
-            roles.authorize(roles.Permission.AUDIT, action)
-        except PermissionDenied as exc:
-            audit.record_denial(audit.LedgerAuditSink(ledger), exc, action)
-            raise
+        authorize_audited(Permission.AUDIT, action, sink=audit.LedgerAuditSink(ledger))
         yield ledger
     except (ProgrammingError, OperationalError) as exc:
         if "audit_records" in str(exc.orig):

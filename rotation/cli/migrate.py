@@ -15,7 +15,7 @@ from rotation.client.migrate_env import DEFAULT_MAPPING, load_mapping, migrate_e
     "--mapping",
     "mapping_file",
     type=click.Path(exists=True, dir_okay=False),
-    help="YAML file of ENV_VAR: secret_name pairs (default: the seed guide's mapping).",
+    help="YAML file of ENV_VAR: secret_name pairs (default: the built-in mapping, see the README).",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would move; write nothing.")
 def migrate_env_command(mapping_file: str | None, dry_run: bool) -> None:

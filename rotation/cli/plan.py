@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +16,9 @@ from rich.text import Text
 from sqlalchemy import select
 
 from rotation.cli.common import OpsCommand, echo_json, fmt_age, fmt_time, make_console, open_runtime
-from rotation.config import Settings
-from rotation.errors import ConfigurationError, KeyturnError
+from rotation.config import EngineSettings, Settings
+from rotation.durations import format_duration, parse_duration
+from rotation.errors import KeyturnError
 from rotation.ledger.models import PolicyRow, Run, Schedule
 from rotation.ops.forecast import (
     COLLISION_GAP,
@@ -28,13 +28,7 @@ from rotation.ops.forecast import (
     Scheduled,
     forecast,
 )
-from rotation.policy import (
-    Policy,
-    default_schedules_dir,
-    format_duration,
-    load_policies,
-    parse_duration,
-)
+from rotation.policy import Policy, default_schedules_dir, load_policies
 from rotation.run.states import ACTIVE_STATES
 
 #: Collisions and days listed before "... and N more" (``--json`` has them all).
@@ -42,12 +36,7 @@ SHOWN = 20
 
 
 def _budget_default() -> int:
-    raw = os.environ.get("KEYTURN_DAILY_BUDGET", "").strip()
-    if not raw:
-        return DEFAULT_BUDGET
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigurationError(f"KEYTURN_DAILY_BUDGET must be a positive integer, not {raw!r}.")
-    return int(raw)
+    return EngineSettings.from_env().daily_budget
 
 
 def from_ledger() -> tuple[list[Scheduled], datetime]:

@@ -11,13 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rotation.policy import (
-    Policy,
-    PolicySet,
-    default_schedules_dir,
-    format_duration,
-    load_policies,
-)
+from rotation.durations import format_duration
+from rotation.policy import Policy, PolicySet, default_schedules_dir, load_policies
 
 
 @click.group("policies")

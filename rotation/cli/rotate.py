@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 import time
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rotation.cli import tasks
 from rotation.cli.common import (
     OpsCommand,
     cli_actor,
@@ -20,9 +20,9 @@ from rotation.cli.common import (
     make_console,
     open_runtime,
 )
+from rotation.durations import format_duration, parse_duration
 from rotation.ledger.models import Run, RunEvent
 from rotation.ops.operations import get_run, matching_secrets, rollback_secret, run_events
-from rotation.policy import format_duration, parse_duration
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
 from rotation.run.steps import FAILED_RETRY_DELAY
@@ -46,8 +46,7 @@ def steps_done(state: str) -> int:
 def _send(console: Console, triggered: Triggered) -> None:
     """Enqueue the run's first step; a broker outage only delays it until the dispatcher."""
     try:
-        client = importlib.import_module("worker.client")
-        client.enqueue_advance(triggered.run_id, triggered.state)
+        tasks.send_advance(triggered.run_id, triggered.state)
     except Exception as exc:  # kombu/redis errors vary; none of them carries a value
         reason = _URL_CREDENTIALS.sub(r"\1", f"{type(exc).__name__}: {exc}".splitlines()[0])
         console.print(

@@ -19,8 +19,8 @@ from rotation.cli.common import (
     make_console,
     open_runtime,
 )
+from rotation.durations import parse_duration
 from rotation.ops.operations import StatusRow, Thresholds, status_rows
-from rotation.policy import parse_duration
 
 #: Exit status when a secret is overdue, stalled or needs attention (for cron and monitoring).
 EXIT_ATTENTION = 2

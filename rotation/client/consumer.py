@@ -17,32 +17,32 @@ import socket
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import redis
 
+from rotation.client.events import RotateCallback, RotationEvent
 from rotation.rollout import CHANNEL, Announcement, RolloutBus
 
-if TYPE_CHECKING:
-    from rotation.client.manager import SecretsManager
-
-__all__ = ["ConsumerAgent", "RotateCallback", "RotationEvent"]
+__all__ = ["ConsumedSecrets", "ConsumerAgent"]
 
 log = logging.getLogger("keyturn.consumer")
 
 
-@dataclass(frozen=True)
-class RotationEvent:
-    """A promotion this consumer must move to; read the new value with ``manager.get``."""
+class ConsumedSecrets(Protocol):
+    """What the agent needs of the application's manager (``SecretsManager`` is one)."""
 
-    secret: str
-    version: str
-    run_id: int | None = None
+    def invalidate(self, name: str | None = None) -> None:
+        """Drop ``name`` (or everything) from the cache."""
+        ...
 
+    def secrets_in_use(self) -> set[str]:
+        """The names this application reads: what the heartbeat announces."""
+        ...
 
-RotateCallback = Callable[[RotationEvent], None]
+    def rotate_callbacks(self, name: str) -> list[RotateCallback]:
+        """The callbacks registered for ``name``."""
+        ...
 
 
 class ConsumerAgent:
@@ -50,7 +50,7 @@ class ConsumerAgent:
 
     def __init__(
         self,
-        manager: SecretsManager,
+        manager: ConsumedSecrets,
         bus: RolloutBus,
         *,
         consumer_id: str | None = None,

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rotation.access.audit import Auditor, AuditSink, sink_from_env
+from rotation.access.guard import authorize_audited
 from rotation.access.roles import GUARD, Permission, ensure_configured
 from rotation.client.cache import TTLCache
+from rotation.client.events import RotateCallback
 from rotation.config import Settings
 from rotation.errors import KeyturnError, SecretNotFound, UnsupportedOperation
 from rotation.generator import GeneratorPolicy, generate
@@ -26,7 +28,7 @@ from rotation.providers.registry import create_provider
 from rotation.values import SecretValue, VersionInfo, freeze_value
 
 if TYPE_CHECKING:
-    from rotation.client.consumer import ConsumerAgent, RotateCallback
+    from rotation.client.consumer import ConsumerAgent
 
 __all__ = [
     "RotationReport",
@@ -126,7 +128,7 @@ class SecretsManager:
         self._cache.ttl = seconds
         self._cache.invalidate()
 
-    # The seed guide's troubleshooting tells users to set ``manager._cache_ttl``.
+    # older code (and older troubleshooting advice) sets ``manager._cache_ttl``
     _cache_ttl = cache_ttl
 
     # --- reading --------------------------------------------------------------------------
@@ -134,7 +136,7 @@ class SecretsManager:
     def get(self, name: str, use_cache: bool = True) -> SecretValue:
         """The current value of ``name``; ``use_cache=False`` reads the backend and re-caches."""
         if self._guard.on:
-            self._auditor.authorize(Permission.READ, "secret.get", name)
+            authorize_audited(Permission.READ, "secret.get", name, sink=self.audit)
         if use_cache:
             hit = self._cache.get(name)
             if hit is not None:
@@ -161,7 +163,7 @@ class SecretsManager:
             validate_name(name)
         if self._guard.on:
             for name in wanted:
-                self._auditor.authorize(Permission.READ, "secret.get", name)
+                authorize_audited(Permission.READ, "secret.get", name, sink=self.audit)
         found: dict[str, SecretValue] = {}
         misses = []
         for name in wanted:
@@ -203,7 +205,7 @@ class SecretsManager:
         """Names of all secrets, or those starting with ``prefix``."""
         validate_prefix(prefix)
         if self._guard.on:
-            self._auditor.authorize(Permission.LIST, "secret.list", prefix or None)
+            authorize_audited(Permission.LIST, "secret.list", prefix or None, sink=self.audit)
         with self._auditor.read("secret.list", detail=f"prefix {prefix!r}" if prefix else None):
             return self.provider.list(prefix)
 
@@ -211,7 +213,7 @@ class SecretsManager:
         """Version id, creation time and stages of each retained version; never values."""
         validate_name(name)
         if self._guard.on:
-            self._auditor.authorize(Permission.LIST, "secret.versions", name)
+            authorize_audited(Permission.LIST, "secret.versions", name, sink=self.audit)
         with self._auditor.read("secret.versions", name):
             return self.provider.versions(name)
 
@@ -222,7 +224,7 @@ class SecretsManager:
         validate_name(name)
         frozen = freeze_value(value)
         if self._guard.on:
-            self._auditor.authorize(Permission.WRITE, "secret.set", name)
+            authorize_audited(Permission.WRITE, "secret.set", name, sink=self.audit)
         with self._auditor.write("secret.set", name) as note:
             try:
                 version_id = self.provider.write(name, frozen)
@@ -237,14 +239,14 @@ class SecretsManager:
         checked = {validate_name(name): freeze_value(value) for name, value in values.items()}
         if self._guard.on:  # all or nothing: every name is allowed before any is written
             for name in checked:
-                self._auditor.authorize(Permission.WRITE, "secret.set", name)
+                authorize_audited(Permission.WRITE, "secret.set", name, sink=self.audit)
         return {name: self.set(name, value) for name, value in checked.items()}
 
     def delete(self, name: str) -> None:
         """Delete ``name`` and all its versions."""
         validate_name(name)
         if self._guard.on:
-            self._auditor.authorize(Permission.DELETE, "secret.delete", name)
+            authorize_audited(Permission.DELETE, "secret.delete", name, sink=self.audit)
         with self._auditor.write("secret.delete", name):
             try:
                 self.provider.delete(name)
@@ -266,7 +268,7 @@ class SecretsManager:
         For credentials that must also change in a target system, use a rotation policy."""
         validate_name(name)
         if self._guard.on:
-            self._auditor.authorize(Permission.ROTATE, "secret.rotate", name)
+            authorize_audited(Permission.ROTATE, "secret.rotate", name, sink=self.audit)
         return self._rotate(name, generator)[0]
 
     def _rotate(
@@ -307,7 +309,7 @@ class SecretsManager:
 
         One failure does not stop the rest; the report says what happened to each."""
         if self._guard.on:
-            self._auditor.authorize(Permission.ROTATE_ALL, "secret.rotate_all", None)
+            authorize_audited(Permission.ROTATE_ALL, "secret.rotate_all", None, sink=self.audit)
         report = RotationReport()
         detail = f"pattern {pattern!r}" if pattern else "all secrets"
         with self._auditor.write("secret.rotate_all", detail=detail) as note:

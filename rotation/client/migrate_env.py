@@ -1,4 +1,4 @@
-"""Moving secrets from environment variables into the backend (the seed guide's migration)."""
+"""Moving secrets from environment variables into the backend (`keyturn migrate-env`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rotation.values import SecretValue
 
 __all__ = ["DEFAULT_MAPPING", "MigrationStep", "load_mapping", "migrate_env", "plan_migration"]
 
-#: The seed guide's mapping: environment variable -> secret name.
+#: The default mapping (README, `keyturn migrate-env`): environment variable -> secret name.
 DEFAULT_MAPPING: dict[str, str] = {
     "DB_PASSWORD": "db_password",
     "DB_USER": "db_user",

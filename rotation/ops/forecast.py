@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from rotation.config import DEFAULT_DAILY_BUDGET
 from rotation.policy import Policy
 from rotation.policy.due import next_due, next_window_start
 
@@ -33,7 +34,7 @@ __all__ = [
 #: Rotations of two secrets on one backend closer than this are a collision.
 COLLISION_GAP = timedelta(minutes=10)
 #: Rotations per day before a day is flagged (``KEYTURN_DAILY_BUDGET`` overrides it in the CLI).
-DEFAULT_BUDGET = 50
+DEFAULT_BUDGET = DEFAULT_DAILY_BUDGET
 #: A policy rotating every few seconds would forecast millions of rows: stop counting here.
 MAX_PER_SECRET = 10_000
 

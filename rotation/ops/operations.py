@@ -8,14 +8,14 @@ and has not started retiring the old one, then ends the run in ``failed``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 
-from rotation.errors import ConfigurationError, KeyturnError, RotationError, VersionConflict
+from rotation.config import EngineSettings
+from rotation.errors import ConfigurationError, NothingToRollBack, RotationError, VersionConflict
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
 from rotation.names import validate_name
 from rotation.run.engine import Engine
@@ -25,7 +25,6 @@ from rotation.run.steps import FAILED_RETRY_DELAY, StepInput, rollback_where_saf
 from rotation.scheduler.triggers import matching_secrets
 
 __all__ = [
-    "NothingToRollBack",
     "RolledBack",
     "StatusRow",
     "Thresholds",
@@ -43,13 +42,6 @@ __all__ = [
 OVERDUE_SLACK = timedelta(minutes=5)
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    try:
-        return float(env.get(name) or default)
-    except ValueError:
-        return default
-
-
 @dataclass(frozen=True)
 class Thresholds:
     """How late is too late: for a due secret to start, and for an open run to move."""
@@ -63,13 +55,10 @@ class Thresholds:
     ) -> Thresholds:
         """Two ``KEYTURN_TICK_SECONDS`` plus 5 minutes; a run stalls after its lease expired,
         the redelivery delay passed, and that tolerance again."""
-        env = os.environ if environ is None else environ
-        tick = _seconds(env, "KEYTURN_TICK_SECONDS", 5.0)
+        settings = EngineSettings.from_env(environ)
         if tolerance is None:
-            tolerance = timedelta(seconds=2 * tick) + OVERDUE_SLACK
-        lease = _seconds(env, "KEYTURN_LEASE_SECONDS", 300.0)
-        redeliver = _seconds(env, "KEYTURN_REDELIVER_SECONDS", 60.0)
-        return cls(tolerance, timedelta(seconds=lease + redeliver) + tolerance)
+            tolerance = 2 * settings.tick + OVERDUE_SLACK
+        return cls(tolerance, settings.lease + settings.redeliver + tolerance)
 
 
 @dataclass(frozen=True)
@@ -201,10 +190,6 @@ def provider_of(runtime: Runtime, secret: str) -> str:
 
 
 # --- rollback --------------------------------------------------------------------------------
-
-
-class NothingToRollBack(KeyturnError):
-    """Nothing to roll back: no rotation of this secret is between promotion and retirement."""
 
 
 @dataclass(frozen=True)

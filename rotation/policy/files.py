@@ -18,17 +18,15 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from rotation.errors import ConfigurationError
+from rotation.errors import PolicyError, PolicyFileError
+from rotation.schema import short_repr
 
 __all__ = [
     "Loc",
-    "PolicyError",
-    "PolicyFileError",
     "YamlDocument",
     "field_path",
     "parse_yaml",
     "read_yaml",
-    "short_repr",
     "validation_errors",
 ]
 
@@ -44,34 +42,6 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
-
-
-@dataclass(frozen=True)
-class PolicyError:
-    """One problem in a policy file, located as precisely as the file allows."""
-
-    file: str
-    line: int | None
-    #: Dotted path of the offending field, e.g. ``policies[0].schedule.every`` ("" = the file).
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
-
-
-class PolicyFileError(ConfigurationError):
-    """A policy file is invalid."""
-
-    def __init__(self, errors: Sequence[PolicyError]) -> None:
-        self.errors: list[PolicyError] = list(errors)
-        text = str(self.errors[0]) if self.errors else "invalid policy file"
-        if len(self.errors) > 1:
-            text += f" (and {len(self.errors) - 1} more)"
-        super().__init__(text)
 
 
 @dataclass
@@ -310,12 +280,3 @@ def _message(detail: ErrorDetails, fields: Sequence[str]) -> str:
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         message += f", got {short_repr(value)}"
     return message
-
-
-def short_repr(value: object) -> str:
-    """``repr(value)`` capped at 60 characters, for messages."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print
-        return f"a {type(value).__name__}"
-    return text if len(text) <= 60 else text[:57] + "..."

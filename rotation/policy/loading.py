@@ -9,23 +9,21 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from rotation.errors import ConfigurationError
+from rotation.errors import ConfigurationError, PolicyConflictError, PolicyError, PolicyFileError
 from rotation.generator import GeneratorPolicy
 from rotation.policy.files import (
     Loc,
-    PolicyError,
-    PolicyFileError,
     YamlDocument,
     parse_yaml,
     read_yaml,
     validation_errors,
 )
 from rotation.policy.model import Policy
+from rotation.policy.restart import NoRestart
 from rotation.policy.schedule_spec import ScheduleSpec, WindowSpec
-from rotation.policy.targets import KIND_TARGETS, NoRestart
+from rotation.rotators.registry import ROTATORS, target_schema
 
 __all__ = [
-    "PolicyConflictError",
     "PolicySet",
     "default_schedules_dir",
     "load_policies",
@@ -52,7 +50,7 @@ def _fields_at(doc: YamlDocument, policy_loc: Loc) -> Callable[[Loc], Sequence[s
         if loc[0] == "target":
             data = _get(doc.data, policy_loc)
             kind = data.get("kind") if isinstance(data, dict) else None
-            model = KIND_TARGETS.get(kind) if isinstance(kind, str) else None
+            model = target_schema(kind) if isinstance(kind, str) and kind in ROTATORS else None
         elif loc[0] == "restart":
             model = NoRestart
         return list(model.model_fields) if model is not None and len(loc) == 1 else []
@@ -216,25 +214,6 @@ def load_policies(directory_or_file: str | os.PathLike[str] | None = None) -> Po
             continue
         names, exact = staged_names, staged_exact
     return result
-
-
-class PolicyConflictError(ConfigurationError):
-    """Two policies claim the same secret."""
-
-    def __init__(self, conflicts: dict[str, tuple[str, ...]], resolved: dict[str, Policy]) -> None:
-        #: secret -> the names of the policies that claim it (equally specifically).
-        self.conflicts = conflicts
-        #: Every secret with exactly one policy: safe to act on.
-        self.resolved = resolved
-        shown = "; ".join(
-            f"{secret!r} by {', '.join(repr(n) for n in names)}"
-            for secret, names in sorted(conflicts.items())[:5]
-        )
-        more = f" (and {len(conflicts) - 5} more)" if len(conflicts) > 5 else ""
-        super().__init__(
-            f"Secrets claimed by more than one policy: {shown}{more}. "
-            "Narrow the globs or list the secret by name in one policy."
-        )
 
 
 def resolve_secret_policies(

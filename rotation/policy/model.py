@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     PrivateAttr,
     SerializeAsAny,
@@ -24,17 +25,12 @@ from pydantic import (
 )
 
 from rotation.durations import Duration, format_duration
+from rotation.errors import ConfigurationError
 from rotation.generator import GeneratorPolicy
-from rotation.policy.base import _check_pattern, _is_glob, _Spec
-from rotation.policy.files import short_repr
+from rotation.policy.restart import NoRestart, RestartStrategy, parse_strategy
 from rotation.policy.schedule_spec import ScheduleSpec, WindowSpec
-from rotation.policy.targets import (
-    KIND_TARGETS,
-    RESTART_STRATEGIES,
-    NoRestart,
-    RestartStrategy,
-    _NoTarget,
-)
+from rotation.rotators.registry import ROTATORS, target_schema
+from rotation.schema import Spec, check_pattern, is_glob, short_repr
 
 __all__ = ["Policy"]
 
@@ -45,7 +41,13 @@ def _one_or_many(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
-class Policy(_Spec):
+class _NoTarget(Spec):
+    """Stands in for the target while ``kind`` itself is invalid (its error is reported)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Policy(Spec):
     """One rotation policy: which secrets, which rotator kind, when, and how."""
 
     name: str = Field(max_length=100)
@@ -82,7 +84,7 @@ class Policy(_Spec):
     @field_validator("secret")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
-        return None if value is None else _check_pattern(value)
+        return None if value is None else check_pattern(value)
 
     @field_validator("secrets")
     @classmethod
@@ -97,7 +99,7 @@ class Policy(_Spec):
         if not value:
             raise ValueError("required: the secret names or globs this policy rotates")
         for pattern in value:
-            _check_pattern(pattern)
+            check_pattern(pattern)
         duplicates = sorted({p for p in value if value.count(p) > 1})
         if duplicates:
             raise ValueError(f"{duplicates[0]!r} is listed twice")
@@ -115,8 +117,8 @@ class Policy(_Spec):
     @field_validator("kind")
     @classmethod
     def _kind(cls, value: str) -> str:
-        if value not in KIND_TARGETS:
-            raise ValueError(_unknown("kind", value, KIND_TARGETS))
+        if value not in ROTATORS:
+            raise ValueError(_unknown("kind", value, ROTATORS))
         return value
 
     @field_validator("jitter")
@@ -133,22 +135,18 @@ class Policy(_Spec):
     @field_validator("restart", mode="before")
     @classmethod
     def _restart(cls, value: object) -> object:
-        if value is None:
-            return NoRestart()
-        if not isinstance(value, Mapping):
-            return value
-        strategy = value.get("strategy", "none")
-        model = RESTART_STRATEGIES.get(strategy) if isinstance(strategy, str) else None
-        if model is None:
-            return RestartStrategy.model_validate({"strategy": strategy})  # raises, located
-        return model.model_validate(value)
+        return parse_strategy(dict(value) if isinstance(value, Mapping) else value)
 
     @field_validator("target", mode="before")
     @classmethod
     def _target(cls, value: object, info: ValidationInfo) -> object:
-        model = KIND_TARGETS.get(info.data.get("kind", ""))
-        if model is None:
+        kind = info.data.get("kind")
+        if kind is None:
             return _NoTarget()
+        try:
+            model = target_schema(kind)
+        except ConfigurationError as exc:  # the kind's module is broken or declares no Target
+            raise ValueError(exc.message) from None
         if isinstance(value, model):
             return value
         return model.model_validate({} if value is None else value)
@@ -156,7 +154,7 @@ class Policy(_Spec):
     @staticmethod
     def is_glob(pattern: str) -> bool:
         """True if ``pattern`` has fnmatch wildcards (``*``, ``?``, ``[...]``)."""
-        return _is_glob(pattern)
+        return is_glob(pattern)
 
     @property
     def patterns(self) -> tuple[str, ...]:

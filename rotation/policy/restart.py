@@ -1,21 +1,108 @@
-"""Restart strategies a policy can name (``restart: {strategy: ...}``), registered into
-:data:`rotation.policy.RESTART_STRATEGIES`. What each does at run time: rotation/run/restart.py."""
+"""Restart strategies (``restart: {strategy: ...}``): each registered once, with its schema and
+the runner the restart step calls (``rotation/run/restart/``).
+
+``register_restart_strategy(name, Schema, "package.module:runner")`` is all a new strategy
+needs: policies validate with ``Schema`` (inside ``waves`` too) and the restart step imports the
+runner on first use. A runner is ``runner(step, spec, wave_started) -> WaveOutcome``.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, field_validator
+from pydantic import BeforeValidator, Field, SerializeAsAny, StrictInt, field_validator
 
-from rotation.names import validate_name
-from rotation.policy import RESTART_STRATEGIES, Duration, NoRestart, RestartStrategy
+from rotation.durations import Duration
+from rotation.errors import ConfigurationError
+from rotation.registry import AliasRegistry, import_object
+from rotation.schema import Spec, check_secret_name, short_repr
 
-__all__ = ["AcknowledgeRestart", "CommandRestart", "WavesRestart", "WebhookRestart"]
+__all__ = [
+    "RESTART_STRATEGIES",
+    "AcknowledgeRestart",
+    "CommandRestart",
+    "NoRestart",
+    "RestartStrategy",
+    "WavesRestart",
+    "WebhookRestart",
+    "parse_strategy",
+    "register_restart_strategy",
+    "strategy_runner",
+]
 
 #: A step must finish well inside the engine's lease (5 minutes by default).
 MAX_STEP_TIMEOUT = timedelta(minutes=4)
+
+
+@dataclass(frozen=True)
+class RestartEntry:
+    """One registered strategy: the schema of its policy block and its runner's import path."""
+
+    schema: type[RestartStrategy]
+    runner: str
+
+
+#: strategy name -> :class:`RestartEntry`.
+RESTART_STRATEGIES = AliasRegistry("restart strategy", {})
+
+
+class RestartStrategy(Spec):
+    """How consumers pick the new value up before the old one is retired."""
+
+    strategy: str
+
+    @field_validator("strategy")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in RESTART_STRATEGIES:
+            raise ValueError(
+                f"unknown restart strategy {short_repr(value)}; use {', '.join(RESTART_STRATEGIES)}"
+            )
+        return value
+
+
+def register_restart_strategy(name: str, schema: type[RestartStrategy], runner: str) -> None:
+    """Register ``name``: its policy schema and ``"package.module:function"`` that runs it."""
+    if ":" not in runner:
+        raise ConfigurationError(
+            f"A restart runner must look like 'module:function', not {runner!r}."
+        )
+    RESTART_STRATEGIES.register(name, RestartEntry(schema, runner))
+
+
+def parse_strategy(value: object) -> object:
+    """A ``restart`` mapping validated with its strategy's schema (None: ``none``)."""
+    if value is None:
+        return NoRestart()
+    if not isinstance(value, dict):
+        return value
+    strategy = value.get("strategy", "none")
+    entry = RESTART_STRATEGIES.aliases.get(strategy) if isinstance(strategy, str) else None
+    if entry is None:
+        return RestartStrategy.model_validate({"strategy": strategy})  # raises, located
+    return entry.schema.model_validate(value)
+
+
+_runners: dict[str, Callable[..., Any]] = {}
+
+
+def strategy_runner(name: str) -> Callable[..., Any]:
+    """The runner of strategy ``name``, imported on first use."""
+    runner = _runners.get(name)
+    if runner is None:
+        entry: RestartEntry = RESTART_STRATEGIES.resolve(name)
+        runner = _runners[name] = import_object(entry.runner, what="restart runner")
+    return runner
+
+
+class NoRestart(RestartStrategy):
+    """Nothing to wait for: consumers re-read the secret themselves (cache TTL)."""
+
+    strategy: Literal["none"] = "none"
 
 
 class AcknowledgeRestart(RestartStrategy):
@@ -75,7 +162,7 @@ class WebhookRestart(RestartStrategy):
     @field_validator("hmac_secret")
     @classmethod
     def _name(cls, value: str) -> str:
-        return validate_name(value)
+        return check_secret_name(value)
 
     @field_validator("timeout")
     @classmethod
@@ -85,25 +172,35 @@ class WebhookRestart(RestartStrategy):
         return value
 
 
-WaveStrategy = Annotated[
-    AcknowledgeRestart | CommandRestart | WebhookRestart | NoRestart,
-    Field(discriminator="strategy"),
-]
+def _wave(value: object) -> object:
+    parsed = parse_strategy(value)
+    if isinstance(parsed, WavesRestart):
+        raise ValueError("a wave cannot itself be 'waves'")
+    return parsed
 
 
 class WavesRestart(RestartStrategy):
     """Strategies one after another, with at most ``concurrency`` runs of the policy restarting."""
 
     strategy: Literal["waves"] = "waves"
-    waves: Annotated[tuple[WaveStrategy, ...], Field(min_length=1, max_length=10)]
+    waves: Annotated[
+        tuple[Annotated[SerializeAsAny[RestartStrategy], BeforeValidator(_wave)], ...],
+        Field(max_length=10),
+    ]
     concurrency: StrictInt = Field(default=1, ge=1, le=1000)
 
+    @field_validator("waves")
+    @classmethod
+    def _some(cls, value: tuple[RestartStrategy, ...]) -> tuple[RestartStrategy, ...]:
+        # checked after the items, so a list of bad waves is not also reported as empty
+        if not value:
+            raise ValueError("list at least one wave")
+        return value
 
-RESTART_STRATEGIES.update(
-    {
-        "acknowledge": AcknowledgeRestart,
-        "command": CommandRestart,
-        "webhook": WebhookRestart,
-        "waves": WavesRestart,
-    }
-)
+
+_RUNNERS = "rotation.run.restart"
+register_restart_strategy("none", NoRestart, f"{_RUNNERS}:no_restart")
+register_restart_strategy("acknowledge", AcknowledgeRestart, f"{_RUNNERS}.acknowledge:acknowledge")
+register_restart_strategy("command", CommandRestart, f"{_RUNNERS}.command:run_commands")
+register_restart_strategy("webhook", WebhookRestart, f"{_RUNNERS}.webhook:call_webhook")
+register_restart_strategy("waves", WavesRestart, f"{_RUNNERS}:run_waves")

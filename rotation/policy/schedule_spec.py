@@ -13,8 +13,7 @@ from croniter import croniter
 from pydantic import BeforeValidator, field_validator, model_validator
 
 from rotation.durations import Duration, format_duration
-from rotation.policy.base import _Spec
-from rotation.policy.files import short_repr
+from rotation.schema import Spec, short_repr
 
 __all__ = ["DAYS", "ScheduleSpec", "WindowSpec", "cron_min_gap"]
 
@@ -24,7 +23,7 @@ _NONDETERMINISTIC_CRON = re.compile(r"(?i)(?<![a-z])[hr](?![a-z])")
 _CRON_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-class ScheduleSpec(_Spec):
+class ScheduleSpec(Spec):
     """When a secret is due: ``every`` interval after the last rotation, or a UTC ``cron``."""
 
     every: Duration | None = None
@@ -119,7 +118,7 @@ def _parse_days(value: object) -> object:
     return tuple(d for d in DAYS if d in days)
 
 
-class WindowSpec(_Spec):
+class WindowSpec(Spec):
     """When rotations may start (UTC): ``days``, ``start`` to ``end`` (overnight if end < start)."""
 
     days: Annotated[tuple[str, ...], BeforeValidator(_parse_days)] = DAYS

@@ -34,7 +34,8 @@ def register_provider(alias: str, target: str) -> None:
 
 def resolve_provider(alias: str) -> type[Any]:
     """The provider class behind ``alias``, imported on first use."""
-    return _REGISTRY.resolve(alias)
+    cls: type[Any] = _REGISTRY.resolve(alias)
+    return cls
 
 
 def create_provider(alias: str, environ: Mapping[str, str]) -> Provider:

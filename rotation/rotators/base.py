@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from rotation.errors import ConfigurationError, SecretNotFound
 from rotation.generator import GeneratorPolicy
 from rotation.providers.base import Provider
 from rotation.values import SecretValue, SecretVersion, Stage
 
-__all__ = ["RotationContext", "Rotator"]
+__all__ = ["RotationContext", "Rotator", "target_of"]
+
+T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass
@@ -38,8 +43,6 @@ class RotationContext:
         return self.provider.read(self.secret, stage=Stage.PENDING)
 
     def previous(self) -> SecretVersion | None:
-        from rotation.errors import SecretNotFound
-
         try:
             return self.provider.read(self.secret, stage=Stage.PREVIOUS)
         except SecretNotFound:
@@ -50,6 +53,8 @@ class Rotator(Protocol):
     """A credential kind. ``create`` only computes; the engine stores the result as pending."""
 
     kind: str
+    #: The schema of the policy's ``target`` block (validated when policies load).
+    Target: ClassVar[type[BaseModel]]
 
     def create(self, ctx: RotationContext, current: SecretValue) -> SecretValue:
         """A new value derived from the current one (same username, new password...)."""
@@ -71,3 +76,15 @@ class Rotator(Protocol):
         """Make the target accept the backend's CURRENT value again (after the engine discarded
         the pending value, or rolled a promotion back). A no-op where nothing changed."""
         ...
+
+
+def target_of(ctx: RotationContext, schema: type[T]) -> T:
+    """The run's ``target`` block as ``schema`` (the kind's ``Target``, already checked when the
+    policy loaded; a ledger row written by an older version may still fail here)."""
+    try:
+        return schema.model_validate(dict(ctx.target))
+    except ValidationError as exc:
+        raise ConfigurationError(
+            f"The policy's target block for {ctx.secret!r} is invalid ({exc.error_count()} "
+            "error(s)): run `keyturn policies check`."
+        ) from None

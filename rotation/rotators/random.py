@@ -15,31 +15,46 @@ becomes a RotationError naming only the hook and the exception class (values nev
 
 from __future__ import annotations
 
-import importlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import field_validator
+
 from rotation.errors import ConfigurationError, RotationError, SecretNotFound
 from rotation.generator import generate
+from rotation.registry import import_object
 from rotation.rotators.base import RotationContext
+from rotation.schema import Spec, short_repr
 from rotation.values import SecretValue
 
-__all__ = ["VALUE_FIELDS", "RandomRotator", "load_issuer"]
+__all__ = ["VALUE_FIELDS", "RandomRotator", "RandomTarget", "load_issuer"]
 
 #: The fields of a JSON value that hold the secret part, first match wins.
 VALUE_FIELDS = ("password", "api_key", "token")
 
 
+_ISSUER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+class RandomTarget(Spec):
+    """``random``: an optional issuer hook told about each new value."""
+
+    issuer: str | None = None
+
+    @field_validator("issuer")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is not None and not _ISSUER.fullmatch(value):
+            raise ValueError(f"invalid issuer {short_repr(value)}: use 'package.module:attr'")
+        return value
+
+
 def load_issuer(path: str) -> Any:
     """The object named by ``"package.module:attr"`` (instantiated if it is a class)."""
-    module_name, sep, attribute = path.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(f"An issuer must look like 'package.module:attr', not {path!r}.")
     try:
-        found: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
+        found = import_object(path, what="issuer")
+    except ImportError as exc:
         raise ConfigurationError(f"Cannot load issuer {path!r}: {type(exc).__name__}.") from exc
     return found() if isinstance(found, type) else found
 
@@ -48,6 +63,7 @@ class RandomRotator:
     """A new random value each rotation; an optional issuer hook moves it to where it is used."""
 
     kind = "random"
+    Target = RandomTarget
 
     def __init__(self) -> None:
         self._issuers: dict[str, Any] = {}

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from rotation.access.audit import append as audit_append
 from rotation.access.audit import transition_event
+from rotation.ledger.locks import RESTART_SLOTS, xact_lock
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
 from rotation.policy import Policy
 from rotation.policy.due import next_due
@@ -415,11 +416,7 @@ class _RunServices:
     def claim_restart_slot(self, concurrency: int) -> bool:
         run, ledger = self._run, self._engine.runtime.ledger
         with ledger.transaction() as session:
-            if ledger.dialect == "postgresql":
-                session.execute(
-                    text("SELECT pg_advisory_xact_lock(7450002, hashtext(:policy))"),
-                    {"policy": run.policy_name},
-                )
+            xact_lock(session, RESTART_SLOTS, run.policy_name)
             peers = session.execute(
                 select(Run.id, Run.step_data).where(
                     Run.policy_name == run.policy_name,

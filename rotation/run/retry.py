@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass
 from datetime import timedelta
 
+from rotation.errors import KeyturnError
+
 __all__ = ["ExponentialBackoff", "is_retryable"]
 
 
@@ -23,33 +25,11 @@ class ExponentialBackoff:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Whether trying again can help: an explicit ``retryable`` wins, then the error kind."""
-    from rotation.errors import (
-        BackendUnavailable,
-        ConfigurationError,
-        InvalidSecretName,
-        InvalidSecretValue,
-        SecretNotFound,
-        UnsupportedOperation,
-        VersionConflict,
-    )
+    """Whether trying again can help: a Keyturn error says so itself (``retryable``).
 
-    explicit = getattr(exc, "retryable", None)
-    if isinstance(explicit, bool):
-        return explicit
-    if isinstance(exc, BackendUnavailable | VersionConflict):
-        return True
-    permanent = (
-        ConfigurationError,
-        InvalidSecretName,
-        InvalidSecretValue,
-        SecretNotFound,
-        UnsupportedOperation,
-    )
-    if isinstance(exc, permanent):
-        return False
-    if isinstance(exc, ValueError | TypeError | LookupError):
-        return False  # bad data (a NUL in a role name, a malformed value): retrying cannot help
-    # other backend errors (auth, permission) may be fixed by an operator meanwhile; unknown
-    # exceptions (network, driver) are usually transient. Attempts stay bounded either way.
-    return True
+    Anything else escaped a boundary untranslated: bad data (a NUL in a role name, a malformed
+    value) cannot get better; other errors (network, driver) usually pass. Attempts stay
+    bounded either way."""
+    if isinstance(exc, KeyturnError):
+        return exc.retryable
+    return not isinstance(exc, ValueError | TypeError | LookupError)

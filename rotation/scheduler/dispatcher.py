@@ -18,8 +18,10 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rotation.errors import PolicyError
+from rotation.ledger.locks import POLICY_SYNC, xact_lock
 from rotation.ledger.models import PolicyRow, Run, Schedule
-from rotation.policy import Policy, PolicyError, load_policies
+from rotation.policy import Policy, load_policies
 from rotation.policy.due import in_window, next_due, next_window_start
 from rotation.run.runtime import Runtime
 from rotation.run.states import RunState
@@ -173,9 +175,7 @@ class Dispatcher:
         self, policies: list[Policy], broken_files: set[str], now: datetime, *, refresh_globs: bool
     ) -> None:
         with self.runtime.ledger.transaction() as session:
-            if self.runtime.ledger.dialect == "postgresql":
-                # one syncer at a time; the others then see its rows and find nothing to do
-                session.execute(text("SELECT pg_advisory_xact_lock(7450001)"))
+            xact_lock(session, POLICY_SYNC)
             rows = {row.name: row for row in session.scalars(select(PolicyRow))}
             wanted = {p.name: p for p in policies}
             changed: list[Policy] = []

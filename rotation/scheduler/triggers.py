@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rotation.access.roles import Permission, acting_as, authorize
-from rotation.errors import ConfigurationError, InvalidSecretName, PermissionDenied
+from rotation.access.guard import authorize_audited
+from rotation.access.roles import Permission, acting_as
+from rotation.errors import ConfigurationError, InvalidSecretName
 from rotation.ledger.models import PolicyRow, Run, Schedule
 from rotation.names import matches_pattern, validate_name
 from rotation.run.runtime import Runtime
@@ -34,15 +35,7 @@ class Triggered:
 def authorize_rotation(actor: str, permission: Permission, secret: str | None) -> None:
     """Check ``actor`` against the role bindings (when configured); audit a denial."""
     with acting_as(actor):
-        try:
-            authorize(permission, permission.value, secret)
-        except PermissionDenied as exc:
-            from rotation.access import (
-                audit,  # audit builds on the ledger: imported only on a denial
-            )
-
-            audit.record_denial(audit.default_sink(), exc, permission.value, secret)
-            raise
+        authorize_audited(permission, permission.value, secret)
 
 
 def rotate_now(runtime: Runtime, secret: str, *, actor: str, trigger: str = "manual") -> Triggered:

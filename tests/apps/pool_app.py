@@ -19,7 +19,7 @@ import psycopg
 from sqlalchemy import create_engine, text
 
 from rotation import SecretsManager
-from rotation.client.consumer import RotationEvent
+from rotation.client.events import RotationEvent
 
 SECRET = os.environ["APP_SECRET"]
 STATS = Path(os.environ["APP_STATS"])

@@ -1,4 +1,4 @@
-"""Bad input gets a clear error and nothing half-written (DESIGN.md invariant 7).
+"""Bad input gets a clear error and nothing half-written (docs/reliability.md, "Bad input").
 
 - policy files: Hypothesis-generated near-valid files (wrong types, unknown keys, bad durations,
   crons and windows, huge numbers, unicode, deep nesting, duplicate keys, anchors, broken YAML)

@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 
 from rotation import SecretsManager
-from rotation.client.consumer import RotationEvent
+from rotation.client.events import RotationEvent
 from rotation.ledger.db import Ledger
 from rotation.providers.local import LocalProvider
 from tests.backends.cluster import BROKER, REPO, Cluster, runs, store, wait_for

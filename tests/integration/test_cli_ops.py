@@ -122,10 +122,10 @@ def env(tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> Ite
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
     """``advance`` messages the CLI sends, captured instead of going to a broker."""
-    import worker.client
+    from rotation.cli import tasks
 
     calls: list[tuple[int, str]] = []
-    monkeypatch.setattr(worker.client, "enqueue_advance", lambda *args: calls.append(args))
+    monkeypatch.setattr(tasks, "send_advance", lambda *args: calls.append(args))
     return calls
 
 
@@ -238,12 +238,12 @@ def test_rotate_starts_one_run_and_a_second_rotate_returns_it(
 def test_rotate_with_the_broker_down_says_the_dispatcher_will_pick_it_up(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.client
+    from rotation.cli import tasks
 
     def down(*args: object) -> None:
         raise ConnectionRefusedError("Error 111 connecting to redis://:pw@127.0.0.1:6390")
 
-    monkeypatch.setattr(worker.client, "enqueue_advance", down)
+    monkeypatch.setattr(tasks, "send_advance", down)
     result = cli("rotate", "svc/fast")
     assert result.exit_code == 0, result.output
     assert "dispatcher will pick it up" in result.output

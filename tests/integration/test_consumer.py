@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from rotation import SecretsManager
-from rotation.client.consumer import RotationEvent
+from rotation.client.events import RotationEvent
 from rotation.providers.memory import MemoryProvider
 from rotation.rollout import Announcement, RolloutBus
 

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from psycopg import sql
 
+from rotation.errors import TargetRejected
 from rotation.generator import GeneratorPolicy
 from rotation.providers.memory import MemoryProvider
 from rotation.rotators.base import RotationContext
-from rotation.rotators.postgres.rotator import PostgresRotator, TargetRejected
+from rotation.rotators.postgres.rotator import PostgresRotator
 from rotation.values import Stage
 from tests.backends.pgserver import PgDatabase
 
@@ -273,7 +274,10 @@ def test_hostile_role_names_are_identifiers(pg_database: PgDatabase) -> None:
     db = pg_database
     victim = db.role("victim")
     hostile = f'app"; DROP ROLE {victim}; --'
-    db.track_role(hostile + "'x")
+    # the policy's `users` only takes plain role names; a hostile one can still arrive as the
+    # username in the secret's value, and its alternate is derived from it
+    clone = hostile + "_clone"
+    db.track_role(clone)
     make_role(db, victim, "victim-pw")
     make_role(db, hostile, "it's \\ tricky")
     table = ident("app", "t'); DROP TABLE app.keep; --")
@@ -286,16 +290,14 @@ def test_hostile_role_names_are_identifiers(pg_database: PgDatabase) -> None:
         sql.SQL("GRANT USAGE ON SCHEMA app TO {}").format(ident(hostile)),
         sql.SQL("GRANT SELECT ON {} TO {}").format(table, ident(hostile)),
     )
-    s = Scenario(
-        db, {"mode": "alternating", "admin_secret": ADMIN, "users": [hostile, hostile + "'x"]}
-    )
+    s = Scenario(db, {"mode": "alternating", "admin_secret": ADMIN})
     s.provider.write(ADMIN, db.admin_secret)
     s.provider.write(SECRET, db.credential(hostile, "it's \\ tricky"))
     ctx = s.start("t1")
     s.finish(ctx)
-    assert s.value()["username"] == hostile + "'x" and s.works(s.value())
+    assert s.value()["username"] == clone and s.works(s.value())
     assert db.accepts(victim, "victim-pw")
-    assert rights(db, hostile) == rights(db, hostile + "'x")
+    assert rights(db, hostile) == rights(db, clone)
     assert rights(db, hostile)["tables"]["app.t'); DROP TABLE app.keep; --"][0] is True
     assert "app.keep" in rights(db, hostile)["tables"]
 

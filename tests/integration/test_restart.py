@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from rotation import SecretsManager
-from rotation.client.consumer import RotationEvent
+from rotation.client.events import RotationEvent
 from rotation.ledger.models import Run, RunEvent
 from rotation.providers.memory import MemoryProvider
 from rotation.rollout import RolloutBus

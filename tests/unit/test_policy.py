@@ -12,22 +12,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from rotation.errors import ConfigurationError
+from rotation.durations import format_duration, parse_duration
+from rotation.errors import ConfigurationError, PolicyConflictError, PolicyError, PolicyFileError
 from rotation.policy import (
-    KIND_TARGETS,
     Policy,
-    PolicyConflictError,
-    PolicyError,
-    PolicyFileError,
-    PostgresTarget,
     default_schedules_dir,
-    format_duration,
     load_policies,
     load_policy_file,
     load_policy_text,
-    parse_duration,
     resolve_secret_policies,
 )
+from rotation.rotators.postgres.target import PostgresTarget
+from rotation.rotators.registry import ROTATORS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,14 +146,17 @@ def test_postgres_target_defaults_and_validation() -> None:
             policy(kind="postgres", target=bad)
 
 
-def test_kind_targets_are_pluggable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pydantic import BaseModel, ConfigDict
+def test_a_registered_kind_brings_its_target_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rotation.schema import Spec
 
-    class LdapTarget(BaseModel):
-        model_config = ConfigDict(extra="forbid", frozen=True)
+    class LdapTarget(Spec):
         base_dn: str
 
-    monkeypatch.setitem(KIND_TARGETS, "ldap", LdapTarget)
+    class LdapRotator:
+        kind = "ldap"
+        Target = LdapTarget
+
+    monkeypatch.setitem(ROTATORS.aliases, "ldap", LdapRotator)
     p = policy(kind="ldap", target={"base_dn": "dc=x"})
     assert p.target_settings() == {"base_dn": "dc=x"}
     with pytest.raises(ValidationError):
@@ -218,13 +217,13 @@ def test_window_parsing() -> None:
 def test_restart_strategies_can_grow(monkeypatch: pytest.MonkeyPatch) -> None:
     from typing import Literal
 
-    from rotation.policy import RESTART_STRATEGIES, RestartStrategy
+    from rotation.policy.restart import RESTART_STRATEGIES, RestartEntry, RestartStrategy
 
     class Reload(RestartStrategy):
         strategy: Literal["reload"] = "reload"
         command: str
 
-    monkeypatch.setitem(RESTART_STRATEGIES, "reload", Reload)
+    monkeypatch.setitem(RESTART_STRATEGIES.aliases, "reload", RestartEntry(Reload, "x:y"))
     p = policy(restart={"strategy": "reload", "command": "systemctl reload app"})
     assert isinstance(p.restart, Reload)
     assert p.spec_hash != policy(restart={"strategy": "reload", "command": "other"}).spec_hash

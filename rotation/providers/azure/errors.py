@@ -27,15 +27,12 @@ from rotation.errors import (
     ConfigurationError,
     KeyturnError,
     PermissionDenied,
+    SecretDisabled,
     SecretNotFound,
     VersionConflict,
 )
 
-__all__ = ["SecretDisabled", "translated"]
-
-
-class SecretDisabled(PermissionDenied):
-    """The secret's version is disabled in Key Vault: enable it or write a new value."""
+__all__ = ["translated"]
 
 
 @contextmanager

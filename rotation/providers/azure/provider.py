@@ -41,6 +41,7 @@ from rotation.errors import (
     BackendUnavailable,
     InvalidSecretValue,
     KeyturnError,
+    SecretDisabled,
     SecretNotFound,
     VersionConflict,
 )
@@ -54,7 +55,7 @@ from rotation.providers.azure.config import (
     settings_from_env,
     verifies_challenge_by_default,
 )
-from rotation.providers.azure.errors import SecretDisabled, translated
+from rotation.providers.azure.errors import translated
 from rotation.providers.azure.names import NameMapper
 from rotation.providers.base import Capability
 from rotation.values import (
@@ -66,7 +67,7 @@ from rotation.values import (
     freeze_value,
 )
 
-__all__ = ["AzureKeyVaultProvider", "SecretDisabled", "StaticTokenCredential"]
+__all__ = ["AzureKeyVaultProvider", "StaticTokenCredential"]
 
 log = logging.getLogger("keyturn.providers.azure")
 

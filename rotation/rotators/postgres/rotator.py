@@ -24,13 +24,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from rotation.errors import RotationError, SecretNotFound
+from rotation.errors import RotationError, SecretNotFound, TargetRejected
 from rotation.generator import generate
-from rotation.rotators.base import RotationContext
+from rotation.rotators.base import RotationContext, target_of
 from rotation.rotators.postgres import grants
+from rotation.rotators.postgres.target import PostgresTarget
 from rotation.values import SecretValue, SecretVersion
 
-__all__ = ["Credential", "PostgresRotator", "PostgresTarget", "TargetRejected"]
+__all__ = ["Credential", "PostgresRotator"]
 
 #: SQLSTATE classes worth retrying: connection, resources, operator intervention, conflicts.
 _RETRYABLE_CLASSES = ("08", "53", "57", "40")
@@ -41,20 +42,6 @@ _LOGIN_REFUSALS = {
     "no pg_hba.conf entry": "28000",
     "does not exist": "3D000",
 }
-
-
-class TargetRejected(RotationError):
-    """The database refused the credential change or the login."""
-
-    def __init__(self, message: str, *, retryable: bool = False, sqlstate: str | None = None):
-        super().__init__(message)
-        #: Whether trying again later may succeed (unreachable server, timeout, conflict).
-        self.retryable = retryable
-        self.sqlstate = sqlstate
-
-    @property
-    def login_refused(self) -> bool:
-        return self.sqlstate is not None and self.sqlstate.startswith("28")
 
 
 @dataclass(frozen=True)
@@ -91,50 +78,6 @@ class Credential:
 
     def where(self, dbname: str | None = None) -> str:
         return f"{self.host}:{self.port}/{dbname or self.dbname} as {self.username!r}"
-
-
-@dataclass(frozen=True)
-class PostgresTarget:
-    """The policy's ``target`` block, checked."""
-
-    mode: str = "alternating"
-    admin_secret: str | None = None
-    users: tuple[str, str] | None = None
-    connect_timeout: float = 5.0
-
-    @classmethod
-    def from_mapping(cls, target: Mapping[str, Any]) -> PostgresTarget:
-        mode = str(target.get("mode") or "alternating")
-        if mode not in ("single", "alternating"):
-            raise RotationError(
-                f"postgres target mode must be 'single' or 'alternating', not {mode!r}."
-            )
-        admin = target.get("admin_secret")
-        if mode == "alternating" and not admin:
-            raise RotationError("postgres target mode 'alternating' needs 'admin_secret'.")
-        users = target.get("users")
-        pair: tuple[str, str] | None = None
-        if users is not None:
-            if len(users) != 2 or len({str(u) for u in users}) != 2 or not all(users):
-                raise RotationError("postgres target 'users' must be two different role names.")
-            pair = (str(users[0]), str(users[1]))
-        timeout = float(target.get("connect_timeout") or 5)
-        return cls(mode, str(admin) if admin else None, pair, timeout)
-
-    def pair(self, username: str) -> tuple[str, str]:
-        if self.users is not None:
-            return self.users
-        base = username.removesuffix("_clone") or username
-        return (base, base + "_clone")
-
-    def other(self, username: str) -> str:
-        first, second = self.pair(username)
-        if username not in (first, second):
-            raise RotationError(
-                f"Role {username!r} is not one of the alternating users {first!r}, {second!r}: "
-                "fix the policy's target.users or the secret's username."
-            )
-        return second if username == first else first
 
 
 def _refusal(exc: psycopg.Error, cred: Credential, dbname: str) -> TargetRejected:
@@ -237,6 +180,7 @@ class PostgresRotator:
     roles taking turns, so the old credential keeps working until it is retired)."""
 
     kind = "postgres"
+    Target = PostgresTarget
 
     # --- the steps -------------------------------------------------------------------------
 
@@ -245,7 +189,7 @@ class PostgresRotator:
         staged = _read(ctx, "pending")
         if staged is not None and staged.token == ctx.token:
             return staged.value
-        target = PostgresTarget.from_mapping(ctx.target)
+        target = target_of(ctx, PostgresTarget)
         cred = Credential.from_value(current, f"The current value of {ctx.secret!r}")
         assert isinstance(current, Mapping)  # checked by from_value
         username = cred.username if target.mode == "single" else target.other(cred.username)
@@ -256,7 +200,7 @@ class PostgresRotator:
     def apply(self, ctx: RotationContext) -> None:
         """Make the database accept the new credential; the current one keeps working
         (alternating) or stops working (single: not zero-downtime)."""
-        target = PostgresTarget.from_mapping(ctx.target)
+        target = target_of(ctx, PostgresTarget)
         new, old = self._new_and_old(ctx)
         if target.mode == "single":
             self._apply_single(ctx, target, new, old)
@@ -265,14 +209,14 @@ class PostgresRotator:
 
     def test(self, ctx: RotationContext) -> None:
         """Log in with the new credential and check who we are."""
-        target = PostgresTarget.from_mapping(ctx.target)
+        target = target_of(ctx, PostgresTarget)
         new, _ = self._new_and_old(ctx)
         _login_check(new, target.connect_timeout)
 
     def retire(self, ctx: RotationContext, old: SecretValue) -> None:
         """Alternating: give the old role an unknown password (it stays, as the next
         rotation's inactive role). Single: nothing; the old password stopped at apply."""
-        target = PostgresTarget.from_mapping(ctx.target)
+        target = target_of(ctx, PostgresTarget)
         if target.mode == "single":
             return
         retired = Credential.from_value(old, f"The previous value of {ctx.secret!r}")
@@ -286,7 +230,7 @@ class PostgresRotator:
 
     def undo(self, ctx: RotationContext) -> None:
         """Make the database accept the CURRENT value again, and only it."""
-        target = PostgresTarget.from_mapping(ctx.target)
+        target = target_of(ctx, PostgresTarget)
         current = Credential.from_value(ctx.current().value, f"The current value of {ctx.secret!r}")
         if _stage_token(ctx, "current") == ctx.token:
             raise RotationError(

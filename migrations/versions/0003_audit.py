@@ -1,6 +1,7 @@
 """audit_records: the hash-chained audit trail
 
-Revision ID: 0002_audit
+Revision ID: 0002_audit (the third migration; its id predates the file's number and stays, so
+databases already at it upgrade unchanged)
 Revises: 0002
 """
 

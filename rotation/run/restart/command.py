@@ -1,0 +1,91 @@
+"""``command``: run argv lists in order, each with the strategy's timeout, in a minimal
+environment (PATH, HOME, locale, the policy's ``pass_env`` and KEYTURN_SECRET/VERSION/RUN_ID),
+so a command that prints its environment cannot leak the worker's own credentials."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Iterable
+
+from rotation.errors import RotationError
+from rotation.policy.restart import CommandRestart, RestartStrategy
+from rotation.run.restart import Progress, WaveOutcome
+from rotation.run.step import StepInput
+from rotation.values import SecretValue, Stage
+
+__all__ = ["run_commands"]
+
+log = logging.getLogger("keyturn.restart")
+
+_OUTPUT_CHARS = 2000
+#: What a restart command inherits from the worker besides the policy's ``pass_env``.
+_BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+
+
+def run_commands(step: StepInput, spec: RestartStrategy, progress: Progress) -> WaveOutcome:
+    """Each command in order; a failure or a timeout is retried (the step's attempts)."""
+    assert isinstance(spec, CommandRestart)
+    passed = (*_BASE_ENV, *spec.pass_env)
+    env = {name: os.environ[name] for name in passed if name in os.environ}
+    env.update(
+        KEYTURN_SECRET=step.secret,
+        KEYTURN_VERSION=step.to_version or "",
+        KEYTURN_RUN_ID=str(step.run_id),
+    )
+    scrub = _scrubber(step)
+    for argv in spec.commands:
+        try:
+            done = subprocess.run(
+                list(argv),
+                env=env,
+                capture_output=True,
+                timeout=spec.timeout.total_seconds(),
+                check=False,
+            )
+        except FileNotFoundError:
+            raise RotationError(f"restart command not found: {argv[0]}", retryable=False) from None
+        except subprocess.TimeoutExpired:
+            raise RotationError(
+                f"restart command {argv[0]} timed out after {spec.timeout}", retryable=True
+            ) from None
+        output = scrub((done.stdout + done.stderr).decode(errors="replace"))[-_OUTPUT_CHARS:]
+        log.info(
+            "restart command %s exited %s",
+            argv[0],
+            done.returncode,
+            extra={"action": "restart.command", "secret": step.secret, "output": output},
+        )
+        if done.returncode != 0:
+            raise RotationError(
+                f"restart command {argv[0]} exited with status {done.returncode}", retryable=True
+            )
+    return WaveOutcome(note=f"{len(spec.commands)} restart command(s) succeeded")
+
+
+def _scrubber(step: StepInput) -> Callable[[str], str]:
+    """Blank out the current and previous values wherever a command printed them."""
+    secrets: list[str] = []
+    for stage in (Stage.CURRENT, Stage.PREVIOUS):
+        try:
+            secrets.extend(_strings(step.provider.read(step.secret, stage=stage).value))
+        except Exception:  # nothing to scrub is better than failing the restart
+            continue
+    needles = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def scrub(text: str) -> str:
+        for needle in needles:
+            text = text.replace(needle, "[redacted]")
+        return text
+
+    return scrub
+
+
+def _strings(value: SecretValue) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+        return
+    for item in value.values():
+        if isinstance(item, str):
+            yield item

@@ -1,0 +1,15 @@
+"""The names of the tasks workers serve (stable, shown in Flower). Senders (the CLI, beat,
+scripts) use these with ``send_task``; ``worker/tasks.py`` defines them."""
+
+from __future__ import annotations
+
+__all__ = ["ADVANCE", "DISPATCH_DUE", "ROTATE_ALL", "ROTATE_NOW"]
+
+#: One dispatcher tick (beat sends it every ``KEYTURN_TICK_SECONDS``).
+DISPATCH_DUE = "keyturn.dispatch_due"
+#: ``advance(run_id, state)``: the next step of one run.
+ADVANCE = "keyturn.advance"
+#: ``rotate_now(secret)``: start a run now (or return the active one).
+ROTATE_NOW = "keyturn.rotate_now"
+#: ``rotate_all(pattern)``: ``rotate_now`` for every scheduled match.
+ROTATE_ALL = "keyturn.rotate_all"
