@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, TypeAlias
 
-from rotation.errors import InvalidSecretValue
+from rotation.errors import InvalidSecretValue, UnsupportedOperation
 
 __all__ = [
+    "SECRET_FIELDS",
     "FrozenDict",
     "SecretValue",
     "SecretVersion",
@@ -20,6 +21,7 @@ __all__ = [
     "decode_value",
     "encode_value",
     "freeze_value",
+    "with_new_secret",
 ]
 
 
@@ -129,3 +131,22 @@ def decode_value(text: str, is_json: bool) -> SecretValue:
         return text
     frozen: SecretValue = _freeze(json.loads(text))
     return frozen
+
+
+#: The fields of a JSON value that hold its secret part; the first one present is the one a
+#: rotation changes (``manager.rotate`` and the ``random`` kind follow this one rule).
+SECRET_FIELDS = ("password", "api_key", "token")
+
+
+def with_new_secret(name: str, current: SecretValue, fresh: str) -> SecretValue:
+    """``current`` with its secret part replaced by ``fresh``: the whole value when it is a
+    string, else the first of :data:`SECRET_FIELDS` it has (the other fields are kept)."""
+    if isinstance(current, str):
+        return fresh
+    for field_name in SECRET_FIELDS:
+        if field_name in current:
+            return freeze_value({**current, field_name: fresh})
+    raise UnsupportedOperation(
+        f"Cannot rotate {name!r}: it is a JSON secret with none of the fields "
+        f"{', '.join(SECRET_FIELDS)}. Give it a rotation policy whose kind knows its shape."
+    )

@@ -20,12 +20,12 @@ from rotation.access.roles import GUARD, Permission, ensure_configured
 from rotation.client.cache import TTLCache
 from rotation.client.events import RotateCallback
 from rotation.config import Settings
-from rotation.errors import KeyturnError, SecretNotFound, UnsupportedOperation
+from rotation.errors import KeyturnError, SecretNotFound
 from rotation.generator import GeneratorPolicy, generate
 from rotation.names import matches_pattern, validate_name, validate_prefix
 from rotation.providers.base import Provider
 from rotation.providers.registry import create_provider
-from rotation.values import SecretValue, VersionInfo, freeze_value
+from rotation.values import SecretValue, VersionInfo, freeze_value, with_new_secret
 
 if TYPE_CHECKING:
     from rotation.client.consumer import ConsumerAgent
@@ -263,8 +263,10 @@ class SecretsManager:
     def rotate(self, name: str, generator: GeneratorPolicy | None = None) -> SecretValue:
         """Store a freshly generated value as the new current version and return it.
 
-        A string secret gets a new string; a JSON secret gets a new ``password`` field. The new
-        value is staged as pending, then promoted, so plain readers never see a half state.
+        A string secret gets a new string; in a JSON secret the first of ``password``,
+        ``api_key``, ``token`` changes (the rule the ``random`` kind follows too; no such field:
+        :class:`UnsupportedOperation`). The new value is staged as pending, then promoted, so
+        plain readers never see a half state.
         For credentials that must also change in a target system, use a rotation policy."""
         validate_name(name)
         if self._guard.on:
@@ -285,17 +287,7 @@ class SecretsManager:
         self, name: str, generator: GeneratorPolicy | None
     ) -> tuple[SecretValue, str]:
         current = self.provider.read(name).value
-        fresh = generate(generator or self.generator)
-        new_value: SecretValue
-        if isinstance(current, str):
-            new_value = fresh
-        elif "password" in current:
-            new_value = freeze_value({**current, "password": fresh})
-        else:
-            raise UnsupportedOperation(
-                f"Cannot rotate {name!r}: it is a JSON secret without a 'password' field. "
-                "Give it a rotation policy with a rotator for its kind."
-            )
+        new_value = with_new_secret(name, current, generate(generator or self.generator))
         token = uuid.uuid4().hex
         try:
             self.provider.stage_pending(name, new_value, token=token)

@@ -16,7 +16,6 @@ becomes a RotationError naming only the hook and the exception class (values nev
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import field_validator
@@ -26,12 +25,9 @@ from rotation.generator import generate
 from rotation.registry import import_object
 from rotation.rotators.base import RotationContext
 from rotation.schema import Spec, short_repr
-from rotation.values import SecretValue
+from rotation.values import SecretValue, with_new_secret
 
-__all__ = ["VALUE_FIELDS", "RandomRotator", "RandomTarget", "load_issuer"]
-
-#: The fields of a JSON value that hold the secret part, first match wins.
-VALUE_FIELDS = ("password", "api_key", "token")
+__all__ = ["RandomRotator", "RandomTarget", "load_issuer"]
 
 
 _ISSUER = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -69,19 +65,15 @@ class RandomRotator:
         self._issuers: dict[str, Any] = {}
 
     def create(self, ctx: RotationContext, current: SecretValue) -> SecretValue:
-        """A fresh value; in a JSON object only the password/api_key/token field changes."""
+        """A fresh value, by the one rule of ``rotation.values.with_new_secret``: a string is
+        replaced; in a JSON object the first of password/api_key/token changes."""
         try:
             staged = ctx.pending()
             if staged.token == ctx.token:
                 return staged.value
         except SecretNotFound:
             pass
-        fresh = generate(ctx.generator)
-        if isinstance(current, Mapping):
-            for name in VALUE_FIELDS:
-                if name in current:
-                    return {**current, name: fresh}
-        return fresh
+        return with_new_secret(ctx.secret, current, generate(ctx.generator))
 
     def apply(self, ctx: RotationContext) -> None:
         self._call(ctx, "apply", ctx.secret, self._new_value(ctx))

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from rotation.errors import ConfigurationError, RotationError
+from rotation.errors import ConfigurationError, RotationError, UnsupportedOperation
 from rotation.generator import GeneratorPolicy
 from rotation.providers.memory import MemoryProvider
 from rotation.rotators.base import RotationContext
@@ -85,11 +85,48 @@ def test_json_value_replaces_only_the_secret_field(field: str) -> None:
     assert new["client_id"] == "abc" and new[field] != "old" and set(new) == set(old)  # type: ignore[arg-type]
 
 
-def test_json_value_without_a_known_field_becomes_a_string() -> None:
+def test_json_value_without_a_known_field_is_refused_not_turned_into_a_string() -> None:
     provider = MemoryProvider()
     provider.write(SECRET, {"other": "x"})
-    new = RandomRotator().create(context(provider), provider.read(SECRET).value)
-    assert isinstance(new, str)
+    with pytest.raises(UnsupportedOperation, match="password, api_key, token"):
+        RandomRotator().create(context(provider), provider.read(SECRET).value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        {"password": "p", "user": "u"},
+        {"api_key": "k", "client_id": "c"},
+        {"token": "t", "scope": "s"},
+        {"password": "p", "api_key": "k"},  # the first field present wins
+        {"cert": "x"},
+    ],
+)
+def test_the_library_and_the_random_kind_rotate_json_by_one_rule(value: SecretValue) -> None:
+    """manager.rotate() and the engine's random kind change the same field, or both refuse."""
+    from rotation import SecretsManager
+
+    outcomes = []
+    for rotate_with in ("manager", "random"):
+        provider = MemoryProvider()
+        provider.write(SECRET, value)
+        try:
+            if rotate_with == "manager":
+                new = SecretsManager(provider, cache_ttl=0).rotate(SECRET)
+            else:
+                new = RandomRotator().create(context(provider), value)
+        except UnsupportedOperation:
+            outcomes.append("refused")
+            continue
+        if isinstance(new, str):
+            outcomes.append("string")
+        else:
+            assert isinstance(value, dict)
+            changed = sorted(k for k in value if new[k] != value[k])
+            assert set(new) == set(value)
+            outcomes.append(",".join(changed))
+    assert outcomes[0] == outcomes[1], outcomes
 
 
 def test_create_is_idempotent_per_token() -> None:
