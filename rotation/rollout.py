@@ -1,13 +1,18 @@
 """The rollout bus: how the engine and the applications that use a secret talk, over Redis.
 
+Every channel and key carries the deployment's namespace ``<ns>``, because Redis pub/sub does
+not separate channels by database number: ``KEYTURN_NAMESPACE`` when set, else ``db<N>`` from the
+bus's Redis URL (``redis://host:6379/1`` -> ``db1``). Two deployments on one Redis therefore hear
+each other only if they share a database number and no namespace (say so in their settings).
 Keys (secret names are safe in keys: see rotation/names.py):
 
-- ``keyturn:rotations`` (pub/sub channel): ``{"secret", "version", "run_id"}`` when a version is
-  promoted; re-published at each re-check, so a consumer that missed one hears the next.
-- ``keyturn:consumers:<secret>`` (sorted set): consumer id -> heartbeat expiry (Unix seconds).
-  A consumer that stops heart-beating stops counting once its expiry passes.
-- ``keyturn:consumer:<id>`` (string, with TTL): what the consumer announced (host, pid, secrets).
-- ``keyturn:acks:<secret>:<version>`` (hash): consumer id -> ``ok`` or ``failed: <reason>``;
+- ``keyturn:<ns>:rotations`` (pub/sub channel): ``{"secret", "version", "run_id"}`` when a version
+  is promoted; re-published at each re-check, so a consumer that missed one hears the next.
+- ``keyturn:<ns>:consumers:<secret>`` (sorted set): consumer id -> heartbeat expiry (Unix
+  seconds). A consumer that stops heart-beating stops counting once its expiry passes.
+- ``keyturn:<ns>:consumer:<id>`` (string, with TTL): what the consumer announced (host, pid,
+  secrets).
+- ``keyturn:<ns>:acks:<secret>:<version>`` (hash): consumer id -> ``ok`` or ``failed: <reason>``;
   deleted by the engine once the restart step is done, and expiring after a day regardless.
 
 No value ever crosses the bus: only names, version ids, run ids and consumer ids.
@@ -17,17 +22,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 
-__all__ = ["CHANNEL", "Announcement", "RolloutBus", "redis_url"]
+from rotation.errors import ConfigurationError
 
-CHANNEL = "keyturn:rotations"
+__all__ = ["Announcement", "RolloutBus", "namespace", "redis_url"]
+
 ACK_TTL_SECONDS = 24 * 3600
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 def redis_url(environ: Mapping[str, str] | None = None) -> str:
@@ -38,6 +47,22 @@ def redis_url(environ: Mapping[str, str] | None = None) -> str:
     if not url and broker.startswith(("redis://", "rediss://")):
         url = broker
     return url or "redis://127.0.0.1:6379/0"
+
+
+def namespace(url: str, environ: Mapping[str, str] | None = None) -> str:
+    """``KEYTURN_NAMESPACE``, else ``db<N>`` of the bus's Redis URL (``/N`` or ``?db=N``)."""
+    env = os.environ if environ is None else environ
+    explicit = (env.get("KEYTURN_NAMESPACE") or "").strip()
+    if explicit:
+        if not _NAMESPACE.fullmatch(explicit):
+            raise ConfigurationError(
+                "KEYTURN_NAMESPACE must be 1-63 letters, digits, '_', '.' or '-' (starting with "
+                f"a letter or digit), not {explicit[:70]!r}."
+            )
+        return explicit
+    parsed = urlsplit(url)
+    number = parse_qs(parsed.query).get("db", [parsed.path.strip("/") or "0"])[0]
+    return f"db{int(number)}" if number.isdigit() else "db0"
 
 
 @dataclass(frozen=True)
@@ -63,9 +88,21 @@ class Announcement:
 class RolloutBus:
     """Both sides of the protocol over one Redis client."""
 
-    def __init__(self, url: str | None = None, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        client: redis.Redis | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        url = url or redis_url(environ)
+        #: This deployment's namespace: every channel and key below carries it.
+        self.namespace = namespace(url, environ)
+        self.prefix = f"keyturn:{self.namespace}"
+        #: The pub/sub channel promotions are announced on.
+        self.channel = f"{self.prefix}:rotations"
         self.client: redis.Redis = client or redis.Redis.from_url(
-            url or redis_url(),
+            url,
             socket_timeout=5,
             socket_connect_timeout=5,
             health_check_interval=30,
@@ -76,11 +113,11 @@ class RolloutBus:
 
     def publish(self, announcement: Announcement) -> int:
         """``PUBLISH``; returns how many subscribers got it."""
-        return int(self.client.publish(CHANNEL, announcement.encode()))
+        return int(self.client.publish(self.channel, announcement.encode()))
 
     def live_consumers(self, secret: str, now: float | None = None) -> list[str]:
         """Consumers of ``secret`` whose heartbeat has not lapsed (expired ones are dropped)."""
-        key = f"keyturn:consumers:{secret}"
+        key = f"{self.prefix}:consumers:{secret}"
         now = time.time() if now is None else now
         pipe = self.client.pipeline()
         pipe.zremrangebyscore(key, "-inf", now)
@@ -106,10 +143,10 @@ class RolloutBus:
         names = sorted(set(secrets))
         pipe = self.client.pipeline()
         for name in names:
-            pipe.zadd(f"keyturn:consumers:{name}", {consumer_id: expiry})
-            pipe.expire(f"keyturn:consumers:{name}", int(ttl) + ACK_TTL_SECONDS)
+            pipe.zadd(f"{self.prefix}:consumers:{name}", {consumer_id: expiry})
+            pipe.expire(f"{self.prefix}:consumers:{name}", int(ttl) + ACK_TTL_SECONDS)
         pipe.set(
-            f"keyturn:consumer:{consumer_id}",
+            f"{self.prefix}:consumer:{consumer_id}",
             json.dumps({**info, "secrets": names}),
             ex=max(1, int(ttl)),
         )
@@ -119,8 +156,8 @@ class RolloutBus:
         """Stop counting as a consumer at once (clean shutdown)."""
         pipe = self.client.pipeline()
         for name in set(secrets):
-            pipe.zrem(f"keyturn:consumers:{name}", consumer_id)
-        pipe.delete(f"keyturn:consumer:{consumer_id}")
+            pipe.zrem(f"{self.prefix}:consumers:{name}", consumer_id)
+        pipe.delete(f"{self.prefix}:consumer:{consumer_id}")
         pipe.execute()
 
     def acknowledge(self, consumer_id: str, secret: str, version: str, outcome: str) -> None:
@@ -130,9 +167,8 @@ class RolloutBus:
         pipe.expire(key, ACK_TTL_SECONDS)
         pipe.execute()
 
-    @staticmethod
-    def _ack_key(secret: str, version: str) -> str:
-        return f"keyturn:acks:{secret}:{version}"
+    def _ack_key(self, secret: str, version: str) -> str:
+        return f"{self.prefix}:acks:{secret}:{version}"
 
     def close(self) -> None:
         self.client.close()

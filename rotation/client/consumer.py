@@ -22,7 +22,7 @@ from typing import Protocol
 import redis
 
 from rotation.client.events import RotateCallback, RotationEvent
-from rotation.rollout import CHANNEL, Announcement, RolloutBus
+from rotation.rollout import Announcement, RolloutBus
 
 __all__ = ["ConsumedSecrets", "ConsumerAgent"]
 
@@ -102,7 +102,7 @@ class ConsumerAgent:
             pubsub = None
             try:
                 pubsub = self.bus.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-                pubsub.subscribe(CHANNEL)
+                pubsub.subscribe(self.bus.channel)
                 # we may have missed promotions while away: forget everything cached
                 self.manager.invalidate()
                 self._beat()

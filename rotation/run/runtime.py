@@ -67,7 +67,7 @@ class Runtime:
 
         with self._lock:
             if self._bus is None:
-                self._bus = RolloutBus(redis_url(self.environ))
+                self._bus = RolloutBus(redis_url(self.environ), environ=self.environ)
             return self._bus
 
     def rotator(self, kind: str) -> Rotator:
