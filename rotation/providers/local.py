@@ -2,19 +2,30 @@
 
 Layout of ``KEYTURN_LOCAL_DIR`` (default ``.keyturn/``, mode 0700):
 
-- ``store.enc`` — one AES-256-GCM sealed blob holding every name, version and value; nothing
-  readable is on disk. Header ``KEYTURN-LOCAL-1\\n`` (authenticated as associated data), then a
-  12-byte nonce, then the ciphertext.
+- ``secrets/<id>.enc`` — one AES-256-GCM sealed file per secret, holding its name, versions and
+  values; nothing readable is on disk. ``<id>`` is an HMAC of the name under the store's key, so
+  file names reveal nothing either. Header ``KEYTURN-LOCAL-2\\n`` and the file's id are
+  authenticated as associated data (a file renamed onto another secret's id does not decrypt),
+  then a 12-byte nonce, then the ciphertext. A write touches one file: its cost does not grow
+  with the number of secrets stored (``bench/local_store.py``); listing reads every file.
 - ``key`` — the 32-byte key, base64, mode 0600, created on first use unless ``KEYTURN_LOCAL_KEY``
   is set. A store without its key is never re-keyed: it is an error.
+- ``check.enc`` — a sealed constant: opening the store with another key fails at once
+  (``StoreCorrupted``), instead of finding no secrets under the ids that key derives.
 - ``.lock`` — serializes writers across processes (``filelock``). Writes go to a temp file,
-  are fsynced, then renamed over ``store.enc``; readers never take the lock.
+  are fsynced, then renamed into place; readers never take the lock.
+
+A store written by an earlier version (one sealed ``store.enc`` for everything) is converted on
+first use: every secret is written to its own file, then ``store.enc`` is removed. A crash midway
+leaves ``store.enc`` in place and the next opening converts again (each file written whole).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -36,10 +47,13 @@ __all__ = ["LocalProvider", "generate_key"]
 
 T = TypeVar("T")
 
-MAGIC = b"KEYTURN-LOCAL-1\n"
+MAGIC = b"KEYTURN-LOCAL-2\n"
+#: The single-file format of earlier versions, converted on first use.
+LEGACY_MAGIC = b"KEYTURN-LOCAL-1\n"
 NONCE_BYTES = 12
 KEY_BYTES = 32
 DEFAULT_DIR = ".keyturn"
+_NAME_CONTEXT = b"keyturn-local-name\0"
 
 
 def generate_key() -> str:
@@ -60,8 +74,16 @@ def _decode_key(text: str, source: str) -> bytes:
     return key
 
 
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 class LocalProvider(StoreBackedProvider):
-    """Secrets in an encrypted file, safe for several processes at once."""
+    """Secrets in encrypted files, one per secret, safe for several processes at once."""
 
     name = "local"
 
@@ -73,18 +95,34 @@ class LocalProvider(StoreBackedProvider):
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path = self.directory / "store.enc"
+        self.secrets_dir = self.directory / "secrets"
+        self.legacy_path = self.directory / "store.enc"
         self.max_versions = max_versions
-        self._cipher = AESGCM(self._load_key(key))
+        key_bytes = self._load_key(key)
+        self._cipher = AESGCM(key_bytes)
+        self._name_key = hmac.new(key_bytes, _NAME_CONTEXT, hashlib.sha256).digest()
         self._lock = FileLock(str(self.directory / ".lock"))
         self._thread_lock = threading.Lock()
-        self._cached: tuple[tuple[int, int, int, int], bytes] | None = None
+        #: file id -> (file identity, decrypted record): a re-read of an unchanged file is free.
+        self._cached: dict[str, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
+        self.check_path = self.directory / "check.enc"
+        if self.check_path.exists():
+            self._open(self.check_path, MAGIC + b"check", self.check_path.read_bytes())
+        if self.legacy_path.exists():
+            self._convert_legacy()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LocalProvider:
         return cls(
             directory=environ.get("KEYTURN_LOCAL_DIR") or DEFAULT_DIR,
             key=environ.get("KEYTURN_LOCAL_KEY") or None,
+        )
+
+    def _has_store(self) -> bool:
+        return (
+            self.legacy_path.exists()
+            or (self.directory / "check.enc").exists()
+            or (self.secrets_dir.is_dir() and any(self.secrets_dir.iterdir()))
         )
 
     def _load_key(self, key: str | None) -> bytes:
@@ -95,11 +133,10 @@ class LocalProvider(StoreBackedProvider):
             return _decode_key(key_path.read_text(), f"The key file {key_path}")
         except FileNotFoundError:
             pass
-        if (self.directory / "store.enc").exists():
+        if self._has_store():
             raise StoreCorrupted(
-                f"The local store {self.directory / 'store.enc'} exists but its key file "
-                f"{key_path} is missing: restore the key file or set KEYTURN_LOCAL_KEY. "
-                "Nothing was changed."
+                f"The local store in {self.directory} exists but its key file {key_path} is "
+                "missing: restore the key file or set KEYTURN_LOCAL_KEY. Nothing was changed."
             )
         fresh = generate_key()
         try:
@@ -112,79 +149,137 @@ class LocalProvider(StoreBackedProvider):
             os.fsync(handle.fileno())
         return _decode_key(fresh, "the new key")
 
-    # --- file I/O ------------------------------------------------------------------------
+    # --- one sealed file per secret --------------------------------------------------------
 
-    def _read_plaintext(self) -> bytes | None:
-        """The decrypted store, or None when no store exists yet. Cached by file identity."""
+    def _file_id(self, name: str) -> str:
+        return hmac.new(self._name_key, name.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def _path(self, file_id: str) -> Path:
+        return self.secrets_dir / f"{file_id}.enc"
+
+    def _open(self, path: Path, aad: bytes, blob: bytes, magic: bytes = MAGIC) -> bytes:
+        header = blob[: len(magic)]
+        nonce = blob[len(magic) : len(magic) + NONCE_BYTES]
+        if header != magic or len(nonce) != NONCE_BYTES:
+            raise StoreCorrupted(
+                f"{path} is not a Keyturn local store file (bad header or truncated). "
+                "Nothing was changed; restore it from a backup or move it aside."
+            )
         try:
-            with open(self.path, "rb") as handle:
+            return self._cipher.decrypt(nonce, blob[len(magic) + NONCE_BYTES :], aad)
+        except InvalidTag:
+            raise StoreCorrupted(
+                f"Cannot decrypt {path}: the key (KEYTURN_LOCAL_KEY or "
+                f"{self.directory / 'key'}) is not the one it was written with, or the file is "
+                "corrupted. Nothing was changed."
+            ) from None
+
+    def _read_record(self, file_id: str) -> dict[str, Any] | None:
+        """The decrypted ``{"name", "record"}`` of one file, or None when it does not exist."""
+        path = self._path(file_id)
+        try:
+            with open(path, "rb") as handle:
                 st = os.fstat(handle.fileno())
                 identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                cached = self._cached
+                cached = self._cached.get(file_id)
                 if cached is not None and cached[0] == identity:
                     return cached[1]
                 blob = handle.read()
         except FileNotFoundError:
             return None
-        plaintext = self._decrypt(blob)
-        self._cached = (identity, plaintext)
-        return plaintext
-
-    def _decrypt(self, blob: bytes) -> bytes:
-        header = blob[: len(MAGIC)]
-        nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
-        if header != MAGIC or len(nonce) != NONCE_BYTES:
-            raise StoreCorrupted(
-                f"{self.path} is not a Keyturn local store (bad header or truncated). "
-                "Nothing was changed; restore it from a backup or move it aside."
-            )
+        plaintext = self._open(path, MAGIC + file_id.encode(), blob)
         try:
-            return self._cipher.decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES :], MAGIC)
-        except InvalidTag:
-            raise StoreCorrupted(
-                f"Cannot decrypt {self.path}: the key (KEYTURN_LOCAL_KEY or "
-                f"{self.directory / 'key'}) is not the one it was written with, or the file is "
-                "corrupted. Nothing was changed."
-            ) from None
+            entry: dict[str, Any] = json.loads(plaintext)
+            entry["name"], entry["record"]
+        except (ValueError, KeyError, TypeError):
+            raise StoreCorrupted(f"{path} decrypted but does not hold a secret.") from None
+        self._cached[file_id] = (identity, entry)
+        return entry
 
-    def _load(self) -> VersionedStore:
-        plaintext = self._read_plaintext()
-        state: dict[str, Any] | None = None
-        if plaintext is not None:
-            try:
-                state = json.loads(plaintext)
-            except ValueError:
-                raise StoreCorrupted(f"{self.path} decrypted but does not hold a store.") from None
-        return VersionedStore(state, max_versions=self.max_versions)
-
-    def _save(self, store: VersionedStore) -> None:
-        plaintext = json.dumps(store.state, separators=(",", ":")).encode()
+    def _write_record(self, file_id: str, name: str, record: dict[str, Any] | None) -> None:
+        path = self._path(file_id)
+        if record is None:
+            path.unlink(missing_ok=True)
+            self._cached.pop(file_id, None)
+            return
+        if not self.secrets_dir.is_dir():
+            self._seal_check()
+            self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        plaintext = json.dumps({"name": name, "record": record}, separators=(",", ":")).encode()
         nonce = secrets.token_bytes(NONCE_BYTES)
-        blob = MAGIC + nonce + self._cipher.encrypt(nonce, plaintext, MAGIC)
-        fd, tmp = tempfile.mkstemp(prefix=".store-", dir=self.directory)
+        blob = MAGIC + nonce + self._cipher.encrypt(nonce, plaintext, MAGIC + file_id.encode())
+        fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=self.secrets_dir)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(blob)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(self.secrets_dir)
+
+    def _seal_check(self) -> None:
+        """Write ``check.enc`` (first write only): later openings verify their key with it."""
+        if self.check_path.exists():
+            return
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        blob = MAGIC + nonce + self._cipher.encrypt(nonce, b"keyturn", MAGIC + b"check")
+        fd, tmp = tempfile.mkstemp(prefix=".check-", dir=self.directory)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.check_path)
+        _fsync_dir(self.directory)
+
+    def _load(self, name: str | None) -> VersionedStore:
+        """One secret's store (``name``), or every secret's (None: listing)."""
+        secrets_: dict[str, Any] = {}
+        if name is not None:
+            entry = self._read_record(self._file_id(name))
+            if entry is not None:
+                secrets_[name] = entry["record"]
+        elif self.secrets_dir.is_dir():
+            for path in sorted(self.secrets_dir.glob("*.enc")):
+                entry = self._read_record(path.stem)
+                if entry is not None:
+                    secrets_[entry["name"]] = entry["record"]
+        return VersionedStore({"secrets": secrets_}, max_versions=self.max_versions)
+
+    def _convert_legacy(self) -> None:
+        """Write every secret of a single-file store to its own file, then remove the old file."""
+        with self._thread_lock, self._lock:
+            try:
+                blob = self.legacy_path.read_bytes()
+            except FileNotFoundError:  # another process converted it meanwhile
+                return
+            plaintext = self._open(self.legacy_path, LEGACY_MAGIC, blob, LEGACY_MAGIC)
+            try:
+                records: dict[str, Any] = json.loads(plaintext)["secrets"]
+            except (ValueError, KeyError, TypeError):
+                raise StoreCorrupted(
+                    f"{self.legacy_path} decrypted but does not hold a store."
+                ) from None
+            for name, record in records.items():
+                self._write_record(self._file_id(name), name, record)
+            self.legacy_path.unlink()
+            _fsync_dir(self.directory)
 
     # --- StoreBackedProvider ---------------------------------------------------------------
 
-    def _view(self, read: Callable[[VersionedStore], T]) -> T:
-        return read(self._load())
+    def _view(self, read: Callable[[VersionedStore], T], name: str | None = None) -> T:
+        return read(self._load(name))
 
-    def _mutate(self, change: Callable[[VersionedStore], T]) -> T:
+    def _mutate(self, change: Callable[[VersionedStore], T], name: str | None = None) -> T:
         with self._thread_lock, self._lock:
-            store = self._load()
+            store = self._load(name)
+            before = {n: json.dumps(r, sort_keys=True) for n, r in store.state["secrets"].items()}
             result = change(store)
-            self._save(store)
+            after: dict[str, Any] = store.state["secrets"]
+            for changed in set(before) | set(after):
+                record = after.get(changed)
+                if record is None or json.dumps(record, sort_keys=True) != before.get(changed):
+                    self._write_record(self._file_id(changed), changed, record)
             return result

@@ -27,10 +27,10 @@ class MemoryProvider(StoreBackedProvider):
     def from_env(cls, environ: Mapping[str, str]) -> MemoryProvider:
         return cls()
 
-    def _view(self, read: Callable[[VersionedStore], T]) -> T:
+    def _view(self, read: Callable[[VersionedStore], T], name: str | None = None) -> T:
         with self._lock:
             return read(self._store)
 
-    def _mutate(self, change: Callable[[VersionedStore], T]) -> T:
+    def _mutate(self, change: Callable[[VersionedStore], T], name: str | None = None) -> T:
         with self._lock:
             return change(self._store)

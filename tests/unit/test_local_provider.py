@@ -12,12 +12,20 @@ from rotation.errors import ConfigurationError, InvalidSecretName, StoreCorrupte
 from rotation.providers.local import LocalProvider, generate_key
 
 
+def _files(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _secret_files(root) -> dict[str, bytes]:
+    return {k: v for k, v in _files(root).items() if k.startswith("secrets/")}
+
+
 def test_nothing_readable_on_disk(tmp_path) -> None:
     provider = LocalProvider(tmp_path)
     provider.write("db_password_name_marker", "secure_password_123")
     provider.write("api/structured", {"username": "user_marker", "password": "pw_marker"})
-    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    assert set(files) == {"store.enc", "key", ".lock"}
+    files = _files(tmp_path)
+    assert {"key", ".lock"} <= set(files) and len(_secret_files(tmp_path)) == 2
     for needle in [
         b"secure_password_123",
         b"db_password_name_marker",
@@ -28,6 +36,7 @@ def test_nothing_readable_on_disk(tmp_path) -> None:
     ]:
         for name, content in files.items():
             assert needle not in content, (needle, name)
+            assert needle.decode() not in name, (needle, name)
 
 
 def test_key_file_is_private_and_reused(tmp_path) -> None:
@@ -40,27 +49,82 @@ def test_key_file_is_private_and_reused(tmp_path) -> None:
 
 def test_wrong_key_is_a_clear_error_and_never_overwrites(tmp_path) -> None:
     LocalProvider(tmp_path, key=generate_key()).write("k", "v")
-    before = (tmp_path / "store.enc").read_bytes()
-    intruder = LocalProvider(tmp_path, key=generate_key())
+    before = _files(tmp_path)
     with pytest.raises(StoreCorrupted, match="not the one it was written with"):
-        intruder.read("k")
-    with pytest.raises(StoreCorrupted):
-        intruder.write("k2", "v2")
-    assert (tmp_path / "store.enc").read_bytes() == before
+        LocalProvider(tmp_path, key=generate_key())
+    assert _files(tmp_path) == before
 
 
 def test_corrupted_file(tmp_path) -> None:
     key = generate_key()
     LocalProvider(tmp_path, key=key).write("k", "v")
-    blob = bytearray((tmp_path / "store.enc").read_bytes())
+    [path] = (tmp_path / "secrets").iterdir()
+    blob = bytearray(path.read_bytes())
     blob[-1] ^= 0xFF
-    (tmp_path / "store.enc").write_bytes(bytes(blob))
+    path.write_bytes(bytes(blob))
     with pytest.raises(StoreCorrupted):
         LocalProvider(tmp_path, key=key).write("k", "other")
-    assert (tmp_path / "store.enc").read_bytes() == bytes(blob)
-    (tmp_path / "store.enc").write_bytes(b"garbage")
+    assert path.read_bytes() == bytes(blob)
+    path.write_bytes(b"garbage")
     with pytest.raises(StoreCorrupted, match="not a Keyturn local store"):
         LocalProvider(tmp_path, key=key).read("k")
+
+
+def test_a_file_moved_onto_another_secret_does_not_decrypt(tmp_path) -> None:
+    provider = LocalProvider(tmp_path)
+    provider.write("a", "value-a")
+    provider.write("b", "value-b")
+    path_a, path_b = (tmp_path / "secrets" / f"{provider._file_id(n)}.enc" for n in "ab")
+    path_b.write_bytes(path_a.read_bytes())
+    with pytest.raises(StoreCorrupted):
+        LocalProvider(tmp_path).read("b")
+
+
+def test_a_write_touches_only_its_own_file(tmp_path) -> None:
+    provider = LocalProvider(tmp_path)
+    for i in range(20):
+        provider.write(f"s{i}", "v")
+    before = _secret_files(tmp_path)
+    provider.write("s7", "changed")
+    after = _secret_files(tmp_path)
+    assert [k for k in after if after[k] != before[k]] == [f"secrets/{provider._file_id('s7')}.enc"]
+
+
+def _legacy_store(directory, key: str, secrets: dict[str, str]) -> bytes:
+    """A store as earlier versions wrote it: every secret in one sealed store.enc."""
+    import base64
+    import json as json_
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from rotation.providers.store import VersionedStore
+
+    store = VersionedStore()
+    for name, value in secrets.items():
+        store.write(name, value)
+    magic, nonce = b"KEYTURN-LOCAL-1\n", os.urandom(12)
+    cipher = AESGCM(base64.urlsafe_b64decode(key))
+    blob = magic + nonce + cipher.encrypt(nonce, json_.dumps(store.state).encode(), magic)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "store.enc").write_bytes(blob)
+    return blob
+
+
+def test_a_single_file_store_is_converted_on_first_use(tmp_path) -> None:
+    key = generate_key()
+    _legacy_store(tmp_path, key, {"a": "1", "b/c": "2"})
+    provider = LocalProvider(tmp_path, key=key)
+    assert provider.list() == ["a", "b/c"] and provider.read("b/c").value == "2"
+    assert not (tmp_path / "store.enc").exists() and len(_secret_files(tmp_path)) == 2
+    provider.write("a", "3")
+    assert LocalProvider(tmp_path, key=key).read("a").value == "3"
+
+
+def test_a_single_file_store_with_the_wrong_key_is_left_as_it_was(tmp_path) -> None:
+    blob = _legacy_store(tmp_path, generate_key(), {"a": "1"})
+    with pytest.raises(StoreCorrupted, match="not the one it was written with"):
+        LocalProvider(tmp_path, key=generate_key())
+    assert (tmp_path / "store.enc").read_bytes() == blob and not (tmp_path / "secrets").exists()
 
 
 def test_missing_key_file_with_existing_store(tmp_path) -> None:
@@ -120,4 +184,4 @@ def test_four_processes_two_hundred_writes_each_lose_nothing(tmp_path) -> None:
     names = provider.list()
     assert len(names) == 800
     assert provider.read("w3/s199").value == "value-3-199"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".store-")]
+    assert not [p for p in tmp_path.rglob(".secret-*")]
