@@ -22,6 +22,7 @@ a failed step only when it is set, within the run's attempts.
     ├── BackendError                the backend answered, but not with success          [retryable]
     │   ├── AuthenticationFailed    credentials missing, expired or refused             [retryable]
     │   ├── BackendUnavailable      unreachable, timing out, or throttling past retries [retryable]
+    │   │   └── Throttled           over the backend's request quota: wait, then go on  [retryable]
     │   └── StoreCorrupted          the local store cannot be decrypted or parsed
     ├── RotationError               a rotation step failed                              [retryable]
     │   ├── TargetRejected          the target (a database...) refused the change or the login
@@ -57,6 +58,7 @@ __all__ = [
     "SecretNotFound",
     "StoreCorrupted",
     "TargetRejected",
+    "Throttled",
     "UnknownProvider",
     "UnsupportedOperation",
     "VersionConflict",
@@ -205,6 +207,15 @@ class AuthenticationFailed(BackendError):
 
 class BackendUnavailable(BackendError):
     """The secrets backend is unreachable or overloaded; retry later."""
+
+
+class Throttled(BackendUnavailable):
+    """The secrets backend is throttling requests (over its quota); wait and try again."""
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        #: Seconds the backend asked to wait (``Retry-After``), when it said.
+        self.retry_after = retry_after
 
 
 class StoreCorrupted(BackendError):

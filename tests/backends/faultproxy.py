@@ -12,7 +12,10 @@ Faults, decided per request (``mode="http"``, default) or per connection (``mode
 - ``drop_rate`` — close the connection without forwarding or answering;
 - ``lost_reply_rate`` — forward the request, then close without relaying the answer (the
   upstream applied it; the client never learns): the case check-and-set writes must survive;
-- ``latency`` — seconds to wait before handling each request.
+- ``latency`` — seconds to wait before handling each request;
+- ``rate_limit`` — requests per second (a token bucket holding one second's worth, at least one)
+  above which the proxy answers ``HTTP 429 Too Many Requests`` with ``Retry-After: 1`` without
+  forwarding, as a throttling backend does (AWS and Azure answer 429 above their quotas).
 
 In HTTP mode every forwarded request is sent upstream with ``Connection: close`` so that each
 request gets its own decision. A ``seed`` makes the sequence of decisions reproducible.
@@ -37,6 +40,11 @@ _ERROR_REPLY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_ERROR_BODY)
 ) + _ERROR_BODY
+_THROTTLE_BODY = b'{"errors":["rate exceeded (FaultProxy)"]}'
+_THROTTLE_REPLY = (
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_THROTTLE_BODY)
+) + _THROTTLE_BODY
 _HOP_HEADERS = (b"connection:", b"keep-alive:", b"proxy-connection:")
 
 
@@ -77,14 +85,20 @@ class FaultProxy:
         latency: float = 0.0,
         drop_rate: float = 0.0,
         lost_reply_rate: float = 0.0,
+        rate_limit: float | None = None,
     ) -> None:
         """Set the faults; rates are probabilities whose sum must not exceed 1."""
         rates = (error_rate, drop_rate, lost_reply_rate)
         if min(rates) < 0 or sum(rates) > 1 or latency < 0:
             raise ValueError("rates must be >= 0 and sum to at most 1; latency >= 0")
+        if rate_limit is not None and rate_limit <= 0:
+            raise ValueError("rate_limit must be a positive number of requests per second")
         with self._lock:
             self.error_rate, self.drop_rate, self.lost_reply_rate = rates
             self.latency = latency
+            self.rate_limit = rate_limit
+            self._tokens = max(1.0, rate_limit or 0.0)
+            self._refilled = time.monotonic()
 
     def start(self) -> int:
         """Listen on a free port of 127.0.0.1 and return it."""
@@ -152,6 +166,15 @@ class FaultProxy:
 
     def _decide(self) -> tuple[str, float]:
         with self._lock:
+            if self.rate_limit is not None:
+                now = time.monotonic()
+                elapsed, self._refilled = now - self._refilled, now
+                self._tokens = min(
+                    max(1.0, self.rate_limit), self._tokens + elapsed * self.rate_limit
+                )
+                if self._tokens < 1:
+                    return "throttle", self.latency
+                self._tokens -= 1
             draw = self._rng.random()
             latency = self.latency
             if draw < self.error_rate:
@@ -182,6 +205,10 @@ class FaultProxy:
             if decision == "error":
                 self._count("errors")
                 client.sendall(_ERROR_REPLY)
+                return
+            if decision == "throttle":
+                self._count("throttled")
+                client.sendall(_THROTTLE_REPLY)
                 return
             if decision == "drop":
                 self._count("drops")

@@ -27,6 +27,7 @@ from rotation.errors import (
     BackendUnavailable,
     PermissionDenied,
     SecretNotFound,
+    Throttled,
     VersionConflict,
 )
 from rotation.values import Stage
@@ -51,11 +52,13 @@ _AUTH_CODES = {
     "MissingAuthenticationToken",
 }
 _DENIED_CODES = {"AccessDenied", "AccessDeniedException", "DecryptionFailure"}
-_BUSY_CODES = {
+_THROTTLE_CODES = {
     "ThrottlingException",
     "Throttling",
     "TooManyRequestsException",
     "RequestLimitExceeded",
+}
+_BUSY_CODES = {
     "InternalServiceError",
     "InternalFailure",
     "ServiceUnavailable",
@@ -144,6 +147,11 @@ def _raise_client_error(
             f"AWS refused the credentials ({code}: {message}). Check AWS_ACCESS_KEY_ID/"
             "AWS_SECRET_ACCESS_KEY or the profile, that temporary credentials have not expired "
             "(`aws sts get-caller-identity`), and the system clock."
+        ) from exc
+    if code in _THROTTLE_CODES or status == 429:
+        raise Throttled(
+            f"AWS Secrets Manager is throttling requests ({code or status}) after retries with "
+            "backoff: the account's request quota for this region is exceeded."
         ) from exc
     if code in _BUSY_CODES or status >= 500:
         raise BackendUnavailable(

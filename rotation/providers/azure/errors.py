@@ -29,6 +29,7 @@ from rotation.errors import (
     PermissionDenied,
     SecretDisabled,
     SecretNotFound,
+    Throttled,
     VersionConflict,
 )
 
@@ -147,6 +148,15 @@ def _conflict_message(name: str, exc: HttpResponseError) -> str:
     )
 
 
+def _retry_after(exc: HttpResponseError) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        return float(headers.get("Retry-After", ""))
+    except (TypeError, ValueError):
+        return None
+
+
 def _from_status(name: str, exc: HttpResponseError, retries: int) -> KeyturnError:
     status = _status_code(exc)
     code = _error_code(exc)
@@ -160,7 +170,13 @@ def _from_status(name: str, exc: HttpResponseError, retries: int) -> KeyturnErro
         return SecretNotFound(name)
     if status == 409:
         return VersionConflict(_conflict_message(name, exc))
-    if status == 429 or status >= 500:
+    if status == 429:
+        return Throttled(
+            f"Azure Key Vault is throttling requests for {name!r} (429 {code}) after {retries} "
+            "retries: the vault's transaction quota is exceeded.",
+            retry_after=_retry_after(exc),
+        )
+    if status >= 500:
         return BackendUnavailable(
             f"Azure Key Vault is unavailable or throttling ({status} {code}) for {name!r} after "
             f"{retries} retries; retry later."

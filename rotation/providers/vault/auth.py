@@ -36,6 +36,7 @@ from rotation.errors import (
     KeyturnError,
     PermissionDenied,
     SecretNotFound,
+    Throttled,
     VersionConflict,
 )
 from rotation.names import validate_name
@@ -415,8 +416,11 @@ def translate(exc: BaseException, address: str, name: str | None) -> KeyturnErro
         )
     if isinstance(exc, hv.Forbidden | hv.Unauthorized):
         return AuthenticationFailed(f"{_FAILED}Vault at {address} refused the request.")
+    if isinstance(exc, hv.RateLimitExceeded):
+        return Throttled(
+            f"Vault at {address} is throttling requests (429, a rate limit quota) after retries."
+        )
     unavailable = (
-        hv.RateLimitExceeded,
         hv.InternalServerError,
         hv.BadGateway,
         hv.VaultDown,
