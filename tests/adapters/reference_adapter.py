@@ -53,6 +53,8 @@ class KeyStore:
     by_token: dict[str, str] = field(default_factory=dict)
     #: step -> how many requests it got (signature refusals counted as "refused").
     calls: Counter[str] = field(default_factory=Counter)
+    #: step -> requests that arrived over HTTPS (counted before any delay).
+    arrived: Counter[str] = field(default_factory=Counter)
     #: Steps that answer 422, as a target refusing the new key would.
     refuse: set[str] = field(default_factory=set)
     #: step -> seconds to wait before answering (a slow adapter).
@@ -239,6 +241,7 @@ def serve(store: KeyStore, directory: Path) -> Adapter:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             step = self.headers.get("X-Keyturn-Step", "")
+            store.arrived[step] += 1
             time.sleep(store.delay.get(step, 0))
             status, answer = store.handle(body, self.headers.get("X-Keyturn-Signature"))
             try:
