@@ -243,3 +243,31 @@ def test_an_error_quoting_a_value_is_blanked(external_adapter, backend) -> None:
         external_adapter.store._test = original  # type: ignore[method-assign]
     assert str(value) not in str(refused.value)
     assert "[redacted]" in str(refused.value)
+
+
+def test_a_slow_command_is_killed_with_its_children(backend: MemoryProvider, tmp_path) -> None:
+    import sys
+
+    marker = tmp_path / "grandchild-finished"
+    script = tmp_path / "slow_adapter.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "child = 'import pathlib, sys, time; time.sleep(3); pathlib.Path(sys.argv[1]).touch()'\n"
+        f"subprocess.Popen([sys.executable, '-c', child, {str(marker)!r}])\n"
+        "time.sleep(30)\n"
+    )
+    ctx = RotationContext(
+        secret=SECRET,
+        provider=backend,
+        token=uuid.uuid4().hex,
+        generator=GeneratorPolicy(),
+        target={"command": [sys.executable, str(script)], "timeout": timedelta(seconds=1)},
+        read_secret=lambda name: backend.read(name).value,
+    )
+    started = time.monotonic()
+    with pytest.raises(RotationError, match="did not finish within 1 s") as cut:
+        ExternalRotator().create(ctx, backend.read(SECRET).value)
+    assert cut.value.retryable
+    assert time.monotonic() - started < 10
+    time.sleep(4)
+    assert not marker.exists()  # the whole process group was killed
