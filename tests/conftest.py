@@ -20,12 +20,18 @@ pytest_plugins = [
     "tests.backends.slapd",
     "tests.backends.iam",
     "tests.backends.openbao_pki",
+    "tests.backends.external_adapter",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).
 CONTRACT_PROVIDERS = ["memory", "local", "vault", "aws", "azure"]
 
-_FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "faults": "faults"}
+_FOLDER_MARKERS = {
+    "unit": "unit",
+    "integration": "integration",
+    "contract": "integration",
+    "faults": "faults",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

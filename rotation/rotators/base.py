@@ -3,6 +3,8 @@
 Each step is idempotent (AWS's createSecret / setSecret / testSecret / finishSecret contract):
 it returns early when its effect is already there. The engine owns the backend stages
 (stage_pending, promote, rollback); rotators own the *target* (a database, an issuer).
+A kind declares its ``Target`` schema and its :class:`Capabilities`; ``tests/contract/``
+holds the suite every kind passes (docs/rotators.md, "The contract").
 """
 
 from __future__ import annotations
@@ -13,14 +15,25 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from rotation.errors import ConfigurationError, SecretNotFound
+from rotation.errors import ConfigurationError, RotationError, SecretNotFound
 from rotation.generator import GeneratorPolicy
 from rotation.providers.base import Provider
 from rotation.values import SecretValue, SecretVersion, Stage
 
-__all__ = ["RotationContext", "Rotator", "target_of"]
+__all__ = ["Capabilities", "RotationContext", "Rotator", "run_versions", "target_of"]
 
 T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a kind promises about the old and the new credential (the contract suite checks
+    both, against the kind's real server)."""
+
+    #: Between promote and retire both the old and the new credential work (zero downtime).
+    dual_valid: bool
+    #: After retire the old credential is refused at the target.
+    revokes: bool
 
 
 @dataclass
@@ -48,13 +61,33 @@ class RotationContext:
         except SecretNotFound:
             return None
 
+    def staged(self) -> SecretVersion | None:
+        """The pending version if it belongs to this run (None otherwise)."""
+        try:
+            pending = self.pending()
+        except SecretNotFound:
+            return None
+        return pending if pending.token == self.token else None
+
+    def secret_value(self, name: str) -> SecretValue:
+        """Another secret's current value (an admin credential, an HMAC key)."""
+        if self.read_secret is None:
+            raise RotationError(f"This rotation of {self.secret!r} cannot read other secrets.")
+        return self.read_secret(name)
+
 
 class Rotator(Protocol):
-    """A credential kind. ``create`` only computes; the engine stores the result as pending."""
+    """A credential kind. ``create`` only computes; the engine stores the result as pending.
+
+    A kind whose promises depend on its target block (a ``single`` mode that is not
+    zero-downtime) also defines ``capabilities_for(cls, target) -> Capabilities`` as a
+    classmethod; :func:`rotation.rotators.registry.capabilities_of` asks it."""
 
     kind: str
     #: The schema of the policy's ``target`` block (validated when policies load).
     Target: ClassVar[type[BaseModel]]
+    #: What the kind promises in its default mode.
+    capabilities: ClassVar[Capabilities]
 
     def create(self, ctx: RotationContext, current: SecretValue) -> SecretValue:
         """A new value derived from the current one (same username, new password...)."""
@@ -76,6 +109,22 @@ class Rotator(Protocol):
         """Make the target accept the backend's CURRENT value again (after the engine discarded
         the pending value, or rolled a promotion back). A no-op where nothing changed."""
         ...
+
+
+def run_versions(ctx: RotationContext) -> tuple[SecretVersion, SecretVersion]:
+    """This run's version (pending, or current once promoted) and the one it replaces."""
+    staged = ctx.staged()
+    if staged is not None:
+        return staged, ctx.current()
+    current = ctx.current()
+    if current.token == ctx.token:
+        previous = ctx.previous()
+        if previous is None:
+            raise RotationError(f"{ctx.secret!r} has no previous version.")
+        return current, previous
+    raise RotationError(
+        f"No version of {ctx.secret!r} is staged under this run's token: run create first."
+    )
 
 
 def target_of(ctx: RotationContext, schema: type[T]) -> T:

@@ -23,7 +23,7 @@ from pydantic import field_validator
 from rotation.errors import ConfigurationError, RotationError, SecretNotFound
 from rotation.generator import generate
 from rotation.registry import import_object
-from rotation.rotators.base import RotationContext
+from rotation.rotators.base import Capabilities, RotationContext
 from rotation.schema import Spec, short_repr
 from rotation.values import SecretValue, with_new_secret
 
@@ -60,6 +60,16 @@ class RandomRotator:
 
     kind = "random"
     Target = RandomTarget
+    #: The issuer (when there is one) keeps both values until retire; only its hook revokes.
+    capabilities = Capabilities(dual_valid=True, revokes=False)
+
+    @classmethod
+    def capabilities_for(cls, target: RandomTarget) -> Capabilities:
+        """Revokes when the issuer hook defines ``retire``."""
+        if target.issuer is None:
+            return cls.capabilities
+        hook = import_object(target.issuer, what="issuer")
+        return Capabilities(dual_valid=True, revokes=callable(getattr(hook, "retire", None)))
 
     def __init__(self) -> None:
         self._issuers: dict[str, Any] = {}

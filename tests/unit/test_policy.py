@@ -147,6 +147,7 @@ def test_postgres_target_defaults_and_validation() -> None:
 
 
 def test_a_registered_kind_brings_its_target_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rotation.rotators.base import Capabilities
     from rotation.schema import Spec
 
     class LdapTarget(Spec):
@@ -155,6 +156,7 @@ def test_a_registered_kind_brings_its_target_schema(monkeypatch: pytest.MonkeyPa
     class LdapRotator:
         kind = "ldap"
         Target = LdapTarget
+        capabilities = Capabilities(dual_valid=True, revokes=True)
 
     monkeypatch.setitem(ROTATORS.aliases, "ldap", LdapRotator)
     p = policy(kind="ldap", target={"base_dn": "dc=x"})

@@ -26,7 +26,7 @@ from psycopg import sql
 
 from rotation.errors import RotationError, SecretNotFound, TargetRejected
 from rotation.generator import generate
-from rotation.rotators.base import RotationContext, target_of
+from rotation.rotators.base import Capabilities, RotationContext, target_of
 from rotation.rotators.postgres import grants
 from rotation.rotators.postgres.target import PostgresTarget
 from rotation.values import SecretValue, SecretVersion
@@ -181,6 +181,12 @@ class PostgresRotator:
 
     kind = "postgres"
     Target = PostgresTarget
+    #: Alternating users; a single user's old password stops working at apply.
+    capabilities = Capabilities(dual_valid=True, revokes=True)
+
+    @classmethod
+    def capabilities_for(cls, target: PostgresTarget) -> Capabilities:
+        return Capabilities(dual_valid=target.mode == "alternating", revokes=True)
 
     # --- the steps -------------------------------------------------------------------------
 

@@ -1,0 +1,191 @@
+"""The kinds the contract runs for, each against its real server (``subject``)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from rotation.providers.memory import MemoryProvider
+from rotation.values import SecretValue
+from tests.adapters.reference_adapter import Adapter
+from tests.backends.mariadb import MariaDbDatabase, quote_identifier
+from tests.backends.pgserver import PgDatabase
+from tests.backends.redis_acl import RedisAclServer
+from tests.contract.harness import Subject
+from tests.contract.issuer import Issuer
+
+#: Every kind, and every mode with promises of its own.
+SUBJECTS = [
+    "random",
+    "postgres",
+    "postgres_single",
+    "mysql",
+    "mysql_single",
+    "redis",
+    "external",
+    "external_command",
+]
+
+
+def _login(accepts: Any) -> Any:
+    def works(value: SecretValue) -> bool:
+        assert not isinstance(value, str)
+        return bool(accepts(value["username"], value["password"]))
+
+    return works
+
+
+@pytest.fixture(params=SUBJECTS)
+def subject(request: pytest.FixtureRequest) -> Subject:
+    return request.getfixturevalue(f"{request.param}_subject")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def random_subject() -> Subject:
+    provider, secret = MemoryProvider(), f"keys/{uuid.uuid4().hex[:8]}"
+    initial = "initial-" + uuid.uuid4().hex
+    Issuer.seed(secret, initial)
+    provider.write(secret, initial)
+    return Subject(
+        "random",
+        "random",
+        {"issuer": "tests.contract.issuer:Issuer"},
+        provider,
+        lambda value: Issuer.accepts(secret, value),
+        secret=secret,
+    )
+
+
+def _postgres(db: PgDatabase, mode: str) -> Subject:
+    provider, password = MemoryProvider(), "first-pass'word"
+    role = db.alternating_pair("app", password)
+    provider.write("db/admin", db.admin_secret)
+    subject = Subject(
+        f"postgres_{mode}",
+        "postgres",
+        {"mode": mode, "admin_secret": "db/admin", "connect_timeout": 3},
+        provider,
+        _login(db.accepts),
+        keeps_rolled_back=mode == "alternating",
+    )
+    provider.write(subject.secret, db.credential(role, password))
+    return subject
+
+
+@pytest.fixture
+def postgres_subject(pg_database: PgDatabase) -> Subject:
+    return _postgres(pg_database, "alternating")
+
+
+@pytest.fixture
+def postgres_single_subject(pg_database: PgDatabase) -> Subject:
+    return _postgres(pg_database, "single")
+
+
+def _mysql(db: MariaDbDatabase, mode: str) -> Subject:
+    provider, password = MemoryProvider(), "first-pass'wo\\rd"
+    user = db.user("app")
+    db.track_user(user + "_clone")
+    with db.admin_connect() as conn, conn.cursor() as cur:
+        cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
+        cur.execute(f"GRANT SELECT, INSERT ON {quote_identifier(db.name)}.* TO %s@'%%'", (user,))
+    provider.write("db/admin", db.admin_secret)
+    subject = Subject(
+        f"mysql_{mode}",
+        "mysql",
+        {"mode": mode, "admin_secret": "db/admin", "connect_timeout": 3},
+        provider,
+        _login(db.accepts),
+        keeps_rolled_back=mode == "alternating",
+    )
+    provider.write(subject.secret, db.credential(user, password))
+    return subject
+
+
+@pytest.fixture
+def mysql_subject(mariadb_database: MariaDbDatabase) -> Subject:
+    return _mysql(mariadb_database, "alternating")
+
+
+@pytest.fixture
+def mysql_single_subject(mariadb_database: MariaDbDatabase) -> Subject:
+    return _mysql(mariadb_database, "single")
+
+
+@pytest.fixture
+def redis_subject(redis_acl_server: RedisAclServer) -> Subject:
+    server, provider, password = redis_acl_server, MemoryProvider(), "first-pass word"
+    admin = server.admin_client()
+    try:
+        admin.execute_command("ACL", "SETUSER", "app", "on", f">{password}", "~app:*", "+@all")
+    finally:
+        admin.close()
+    provider.write("redis/admin", server.credential(server.admin_user, server.admin_password))
+    subject = Subject(
+        "redis",
+        "redis",
+        {"admin_secret": "redis/admin", "connect_timeout": 3},
+        provider,
+        _login(server.accepts),
+    )
+    provider.write(subject.secret, server.credential("app", password))
+    return subject
+
+
+@pytest.fixture
+def external_subject(external_adapter: Adapter) -> Subject:
+    provider = MemoryProvider()
+    provider.write("adapter/hmac", external_adapter.store.hmac_key)
+    subject = Subject(
+        "external",
+        "external",
+        {
+            "url": external_adapter.url,
+            "hmac_secret": "adapter/hmac",
+            "ca_file": str(external_adapter.ca_file),
+            "timeout": "5s",
+        },
+        provider,
+        external_adapter.store.accepts,
+    )
+    provider.write(subject.secret, external_adapter.store.issue_initial())
+    return subject
+
+
+@pytest.fixture
+def external_command_subject(tmp_path: Any) -> Subject:
+    import secrets
+    import sys
+
+    from tests.adapters.reference_adapter import KeyStore
+    from tests.backends.cluster import REPO
+
+    state = tmp_path / "adapter-state.json"
+    store = KeyStore(secrets.token_urlsafe(32))
+    initial = store.issue_initial()
+    store.save(state)
+    provider = MemoryProvider()
+    provider.write("adapter/hmac", store.hmac_key)
+
+    def works(value: SecretValue) -> bool:
+        return KeyStore.load(state).accepts(value)
+
+    subject = Subject(
+        "external_command",
+        "external",
+        {
+            "command": [
+                sys.executable,
+                str(REPO / "tests/adapters/reference_adapter.py"),
+                str(state),
+            ],
+            "hmac_secret": "adapter/hmac",
+            "timeout": "20s",
+        },
+        provider,
+        works,
+    )
+    provider.write(subject.secret, initial)
+    return subject

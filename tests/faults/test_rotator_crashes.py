@@ -1,0 +1,201 @@
+"""SIGKILL a worker at every step boundary, for every kind beside ``postgres`` (which
+test_crash_matrix.py covers): the run still completes with exactly one new version.
+
+Scenario — the last clause of the rotator contract (docs/rotators.md): "a SIGKILL at every step
+boundary resumes to exactly one new version".
+
+- What: real ``celery -A worker worker`` and ``beat`` processes (Redis broker, Postgres ledger,
+  local store) rotate a credential of each kind against its real server: ``random`` (the value
+  only), ``external`` (the HTTPS reference adapter, a fresh one per trial), ``mysql``
+  (alternating users on a throwaway MariaDB) and ``redis`` (an ACL user on a throwaway
+  redis-server). A worker started with ``KEYTURN_TEST_PAUSE=<step>:<phase>`` parks at that
+  boundary (``before``: lease taken, nothing done; ``after``: the step's effect done, its
+  transition not committed); the test SIGKILLs its process group there and starts a fresh
+  worker; beat's recovery tick re-enqueues the run once its lease (3 s) expired.
+- Trials: 4 kinds x 7 steps x 2 phases = 56 runs, each on its own secret and credential.
+- Expected, per trial: the kill left the run in the state the step leaves; after recovery the
+  run ``succeeded``; the store holds exactly 2 versions (current carries the run's token,
+  previous is the initial value, nothing pending); the target accepts the current credential
+  and, for the kinds that revoke, refuses the initial one; one run per secret.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rotation.ledger.db import Ledger
+from rotation.providers.local import LocalProvider
+from rotation.values import SecretValue, Stage
+from tests.adapters.reference_adapter import Adapter, KeyStore, serve
+from tests.backends.cluster import store
+from tests.backends.mariadb import quote_identifier
+from tests.faults.helpers import (
+    FINAL,
+    cluster_env,
+    deadline_wait,
+    new_cluster,
+    running,
+    runs_of,
+    write_policy,
+)
+
+FROM_STATE = {
+    "create": "pending",
+    "apply": "created",
+    "test": "applied",
+    "promote": "tested",
+    "restart": "promoted",
+    "retire": "restarted",
+    "finish": "retired",
+}
+PHASES = ("before", "after")
+
+POLICY = """
+policies:
+  - name: crash-{n}
+    secret: {secret}
+    kind: {kind}
+    schedule: {{every: 30d}}
+    retire_after: 0s
+    max_attempts: 5
+    target: {target}
+"""
+
+#: (initial value, target block, works(value)) for trial ``n``.
+Trial = tuple[SecretValue, str, Callable[[SecretValue], bool]]
+
+
+class Kinds:
+    """Per-kind setup of one trial, against the servers the test requested."""
+
+    def __init__(self, request: pytest.FixtureRequest, backend: LocalProvider, tmp: Path):
+        self.request, self.backend, self.tmp = request, backend, tmp
+        self.adapters: list[Adapter] = []
+
+    def random(self, n: str) -> Trial:
+        return "initial-" + uuid.uuid4().hex, "{}", lambda value: True
+
+    def external(self, n: str) -> Trial:
+        directory = self.tmp / f"adapter-{n}"
+        directory.mkdir()
+        adapter = serve(KeyStore(secrets.token_urlsafe(32)), directory)
+        self.adapters.append(adapter)
+        self.backend.write(f"hmac/{n}", adapter.store.hmac_key)
+        target = (
+            f"{{url: '{adapter.url}', hmac_secret: hmac/{n}, ca_file: '{adapter.ca_file}', "
+            "timeout: 5s}"
+        )
+        return adapter.store.issue_initial(), target, adapter.store.accepts
+
+    def mysql(self, n: str) -> Trial:
+        db = self.request.getfixturevalue("mariadb_database")
+        self.backend.write("db/admin", db.admin_secret)
+        user, password = db.user(f"app{n}"), uuid.uuid4().hex
+        db.track_user(user + "_clone")
+        with db.admin_connect() as conn, conn.cursor() as cur:
+            cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
+            cur.execute(f"GRANT SELECT ON {quote_identifier(db.name)}.* TO %s@'%%'", (user,))
+        target = "{mode: alternating, admin_secret: db/admin, connect_timeout: 3}"
+        return db.credential(user, password), target, _login(db.accepts)
+
+    def redis(self, n: str) -> Trial:
+        server = self.request.getfixturevalue("redis_acl_server")
+        self.backend.write(
+            "redis/admin", server.credential(server.admin_user, server.admin_password)
+        )
+        user, password = f"app{n}", uuid.uuid4().hex
+        admin = server.admin_client()
+        try:
+            admin.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "+@all")
+        finally:
+            admin.close()
+        target = "{admin_secret: redis/admin, connect_timeout: 3}"
+        return server.credential(user, password), target, _login(server.accepts)
+
+    def close(self) -> None:
+        for adapter in self.adapters:
+            adapter.stop()
+
+
+def _login(accepts: Callable[[str, str], bool]) -> Callable[[SecretValue], bool]:
+    def works(value: SecretValue) -> bool:
+        assert not isinstance(value, str)
+        return accepts(value["username"], value["password"])
+
+    return works
+
+
+@pytest.mark.parametrize("step", list(FROM_STATE))
+@pytest.mark.parametrize("kind", ["random", "external", "mysql", "redis"])
+def test_sigkill_at_step_boundary_resumes_to_one_new_version(
+    kind: str,
+    step: str,
+    tmp_path: Path,
+    ledger_url: str,
+    ledger: Ledger,
+    request: pytest.FixtureRequest,
+) -> None:
+    cluster = new_cluster(cluster_env(tmp_path, ledger_url), tmp_path)
+    backend = store(cluster)
+    kinds = Kinds(request, backend, tmp_path)
+    with running(cluster):
+        cluster.start("beat")
+        timings: list[float] = []
+        try:
+            for phase in PHASES:
+                n = f"{phase}0"
+                secret = f"{kind}/cred-{n}"
+                initial, target, works = getattr(kinds, kind)(n)
+                backend.write(secret, initial)
+                assert works(initial)
+                started = time.monotonic()
+                marker = tmp_path / f"paused-{n}"
+                doomed = cluster.start(
+                    "worker",
+                    {
+                        "KEYTURN_TEST_PAUSE": f"{step}:{phase}",
+                        "KEYTURN_TEST_PAUSE_FILE": str(marker),
+                    },
+                )
+                body = POLICY.format(n=n, secret=secret, kind=kind, target=target)
+                write_policy(cluster, f"crash-{n}", body)  # due at once
+                deadline_wait(
+                    marker.exists, 45, f"the worker to pause at {step}:{phase}", cluster.logs
+                )
+                cluster.kill(doomed)  # SIGKILL the worker's process group at the boundary
+                (run,) = runs_of(ledger, secret)
+                assert run.state == FROM_STATE[step], (n, run.state)  # nothing committed
+
+                fresh = cluster.start("worker")
+                deadline_wait(
+                    lambda s=secret: runs_of(ledger, s)[0].state in FINAL,
+                    60,
+                    f"{secret} to finish after the SIGKILL at {step}:{phase}",
+                    cluster.logs,
+                )
+                cluster.kill(fresh)
+                timings.append(time.monotonic() - started)
+
+                (run,) = runs_of(ledger, secret)
+                assert run.state == "succeeded", (n, run.last_error)
+                versions = backend.versions(secret)
+                assert len(versions) == 2, (n, versions)  # exactly one new version
+                assert not [v for v in versions if Stage.PENDING in v.stages]
+                current = backend.read(secret)
+                assert current.token == run.token and current.version_id == run.to_version
+                previous: Any = backend.read(secret, stage=Stage.PREVIOUS).value
+                assert previous == initial and current.value != initial
+                assert works(current.value)
+                if kind != "random":
+                    assert not works(initial)  # the initial credential is retired
+        finally:
+            kinds.close()
+        assert len(runs_of(ledger)) == len(PHASES)  # one run per secret
+        print(f"crash {kind} {step}: trials {[round(t, 1) for t in timings]} s")
