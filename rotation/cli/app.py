@@ -63,9 +63,11 @@ def _register() -> None:
     main.add_command(runs.history_command)
     main.add_command(plan.plan_command)
     main.add_command(secrets.secrets_group)
+    from rotation.cli.dashboard import dashboard_command
     from rotation.cli.metrics import metrics_command
 
     main.add_command(metrics_command)
+    main.add_command(dashboard_command)
 
 
 _register()
