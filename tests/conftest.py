@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.backends.slapd",
     "tests.backends.iam",
     "tests.backends.openbao_pki",
+    "tests.backends.every_state",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).

@@ -85,8 +85,8 @@ def heat_level(count: int, budget: int) -> int:
     return min(3, 1 + (3 * count) // max(budget, 1))
 
 
-_CELL = 14
-_GAP = 3
+_CELL = 18
+_GAP = 4
 _DAYS = ("Mon", "", "Wed", "", "Fri", "", "Sun")
 
 
@@ -116,7 +116,7 @@ def heatmap_svg(result: Forecast) -> Markup:
         row = day.weekday()
         x = left + column * (_CELL + _GAP)
         y = top + row * (_CELL + _GAP)
-        if day.day == 1 or day == first:
+        if day.day == 1 or (day == first and first.day <= 21):
             parts.append(f'<text class="tick" x="{x}" y="12">{day:%b}</text>')
         count = counts.get(day, 0)
         clashes = collisions.get(day, 0)
@@ -142,7 +142,7 @@ def heatmap_svg(result: Forecast) -> Markup:
         parts.append("</g>")
         day += timedelta(days=1)
     legend_y = top + 7 * (_CELL + _GAP) + 10
-    parts.append(f'<text class="tick" x="{left}" y="{legend_y + 11}">fewer</text>')
+    parts.append(f'<text class="tick" x="{left}" y="{legend_y + 13}">fewer</text>')
     for level in range(5):
         x = left + 40 + level * (_CELL + _GAP)
         parts.append(
@@ -150,13 +150,13 @@ def heatmap_svg(result: Forecast) -> Markup:
             f'height="{_CELL}" rx="2"/></g>'
         )
     x = left + 40 + 5 * (_CELL + _GAP) + 4
-    parts.append(f'<text class="tick" x="{x}" y="{legend_y + 11}">more</text>')
-    x += 44
+    parts.append(f'<text class="tick" x="{x}" y="{legend_y + 13}">more</text>')
+    x += 48
     parts.append(
         f'<g class="day level-1 collision"><rect x="{x}" y="{legend_y}" width="{_CELL}" '
         f'height="{_CELL}" rx="2"/><circle class="mark" cx="{x + _CELL / 2}" '
         f'cy="{legend_y + _CELL / 2}" r="3"/></g>'
-        f'<text class="tick" x="{x + _CELL + 6}" y="{legend_y + 11}">collision</text>'
+        f'<text class="tick" x="{x + _CELL + 6}" y="{legend_y + 13}">collision</text>'
     )
     parts.append("</svg>")
     return Markup("".join(parts))
