@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_DAILY_BUDGET",
     "DashboardSettings",
     "EngineSettings",
+    "FlowerSettings",
     "Settings",
     "env_number",
     "env_seconds",
@@ -155,4 +156,26 @@ class DashboardSettings:
             proxy_header=header,
             trusted_proxies=_words(env.get("KEYTURN_DASHBOARD_TRUSTED_PROXIES"))
             or cls.trusted_proxies,
+        )
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    """Whether this environment gives Flower authentication (``keyturn doctor`` checks it)."""
+
+    #: ``FLOWER_BASIC_AUTH`` is set (its value is never kept).
+    basic_auth: bool = False
+    #: ``FLOWER_AUTH`` (an OAuth e-mail pattern) is set.
+    oauth: bool = False
+    #: ``FLOWER_UNAUTHENTICATED_API`` is set: anyone reaching Flower may start tasks.
+    unauthenticated_api: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FlowerSettings:
+        env = _env(environ)
+        return cls(
+            basic_auth=bool((env.get("FLOWER_BASIC_AUTH") or "").strip()),
+            oauth=bool((env.get("FLOWER_AUTH") or "").strip()),
+            unauthenticated_api=(env.get("FLOWER_UNAUTHENTICATED_API") or "").strip().lower()
+            not in ("", "0", "false", "no"),
         )

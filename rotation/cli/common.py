@@ -60,7 +60,7 @@ def safe_url(url: str) -> str:
         return _CREDENTIALS_IN_URL.sub(r"\1", url)
     clean = URL.create(
         parsed.get_backend_name(),
-        username=parsed.username,
+        username=parsed.username or None,
         host=parsed.host,
         port=parsed.port,
         database=parsed.database,

@@ -20,7 +20,7 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from filelock import FileLock
 
 from rotation.errors import ConfigurationError, StoreCorrupted
+from rotation.providers.base import AccessCheck
 from rotation.providers.store import DEFAULT_MAX_VERSIONS, VersionedStore
 from rotation.providers.store_backed import StoreBackedProvider
 
@@ -188,3 +189,9 @@ class LocalProvider(StoreBackedProvider):
             result = change(store)
             self._save(store)
             return result
+
+    def check_access(self, names: Sequence[str]) -> list[AccessCheck]:
+        """The secrets decrypt, the store lists, its directory is writable; changes nothing."""
+        from rotation.providers.access_local import check_directory
+
+        return check_directory(self.directory, names, self.read, self.list)
