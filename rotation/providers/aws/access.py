@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rotation.errors import KeyturnError
 from rotation.providers.base import LIST, READ, WRITE_PENDING, AccessCheck
-
-if TYPE_CHECKING:
-    from rotation.providers.aws.provider import AWSSecretsManagerProvider
 
 __all__ = ["WRITE_ACTIONS", "check_access", "principal_arn"]
 
@@ -44,14 +41,12 @@ def _error_code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def check_access(provider: AWSSecretsManagerProvider, names: Sequence[str]) -> list[AccessCheck]:
+def check_access(provider: Any, names: Sequence[str]) -> list[AccessCheck]:
     read, arns = _read(provider, names)
     return [read, _write(provider, arns), _list(provider)]
 
 
-def _read(
-    provider: AWSSecretsManagerProvider, names: Sequence[str]
-) -> tuple[AccessCheck, list[str]]:
+def _read(provider: Any, names: Sequence[str]) -> tuple[AccessCheck, list[str]]:
     arns: list[str] = []
     for name in names:
         try:
@@ -64,7 +59,7 @@ def _read(
     return AccessCheck(READ, True, checked), arns
 
 
-def _list(provider: AWSSecretsManagerProvider) -> AccessCheck:
+def _list(provider: Any) -> AccessCheck:
     try:
         with provider._translated(None):
             provider.client.list_secrets(MaxResults=1)
@@ -73,7 +68,7 @@ def _list(provider: AWSSecretsManagerProvider) -> AccessCheck:
     return AccessCheck(LIST, True, "ListSecrets")
 
 
-def _write(provider: AWSSecretsManagerProvider, arns: Sequence[str]) -> AccessCheck:
+def _write(provider: Any, arns: Sequence[str]) -> AccessCheck:
     import boto3
 
     if not arns:

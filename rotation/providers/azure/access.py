@@ -13,18 +13,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 from rotation.errors import KeyturnError
 from rotation.providers.base import LIST, READ, WRITE_PENDING, AccessCheck
 
-if TYPE_CHECKING:
-    from rotation.providers.azure.provider import AzureKeyVaultProvider
-
 __all__ = ["check_access"]
 
+# ``provider`` is the AzureKeyVaultProvider (not imported: it imports this module).
 
-def check_access(provider: AzureKeyVaultProvider, names: Sequence[str]) -> list[AccessCheck]:
+
+def check_access(provider: Any, names: Sequence[str]) -> list[AccessCheck]:
     read = AccessCheck(READ, True, f"get_secret of {len(names)} secret(s)")
     for name in names:
         try:

@@ -10,12 +10,9 @@ metadata folder (list).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rotation.providers.base import LIST, READ, WRITE_PENDING, AccessCheck
-
-if TYPE_CHECKING:
-    from rotation.providers.vault.provider import VaultProvider
 
 __all__ = ["check_access", "needed_paths"]
 
@@ -46,7 +43,7 @@ def _missing(granted: Iterable[str], needed: set[str]) -> set[str]:
     return needed - have
 
 
-def check_access(provider: VaultProvider, names: Sequence[str]) -> list[AccessCheck]:
+def check_access(provider: Any, names: Sequence[str]) -> list[AccessCheck]:
     wanted = needed_paths(provider.mount, provider.prefix, names)
     paths = sorted({path for group in wanted.values() for path in group})
     answer: Mapping[str, Any] = provider._conn.call(
