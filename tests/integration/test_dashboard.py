@@ -251,6 +251,16 @@ def test_refuses_to_start_without_authentication(every_state: EveryState, tmp_pa
 
     users.write_text(f"{USER}:{PASSWORD}\n")
     with dashboard(_env(every_state), "--auth-file", str(users)) as served:
+        port = served.base.rsplit(":", 1)[1].strip("/")
+        taken = subprocess.run(
+            [*KEYTURN, "dashboard", "--port", port, "--auth-file", str(users)],
+            env=_env(every_state),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert taken.returncode == 2 and f"Cannot listen on 127.0.0.1:{port}" in taken.stderr
         assert fetch(served.base).status == 401
         assert fetch(served.base, auth=(USER, PASSWORD)).status == 200
     with dashboard(_env(every_state), "--insecure-no-auth") as served:
