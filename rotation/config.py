@@ -3,7 +3,8 @@
 Every ``KEYTURN_*`` / ``SECRETS_*`` number and duration goes through :func:`env_number`: a value
 that is not a number, or is out of range, raises :class:`~rotation.errors.ConfigurationError`
 naming the variable. :class:`Settings` is what an application's ``SecretsManager`` needs;
-:class:`EngineSettings` is what workers, beat, the CLI and the metrics exporter need.
+:class:`EngineSettings` is what workers, beat, the CLI and the metrics exporter need;
+:class:`DashboardSettings` is how ``keyturn dashboard`` authenticates its visitors.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ __all__ = [
     "DEFAULT_BROKER_URL",
     "DEFAULT_CACHE_TTL",
     "DEFAULT_DAILY_BUDGET",
+    "DashboardSettings",
     "EngineSettings",
+    "FlowerSettings",
     "Settings",
     "env_number",
     "env_seconds",
@@ -118,4 +121,61 @@ class EngineSettings:
                     unit="rotations",
                 )
             ),
+        )
+
+
+def _words(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """How ``keyturn dashboard`` authenticates (docs/operations.md, "The rotation dashboard")."""
+
+    #: ``user:password[,user2:password2]`` (``KEYTURN_DASHBOARD_BASIC_AUTH``, like Flower's).
+    basic_auth: str | None = None
+    #: A file of ``user:password`` lines, readable by its owner only
+    #: (``KEYTURN_DASHBOARD_AUTH_FILE``).
+    auth_file: str | None = None
+    #: A header a reverse proxy sets to the authenticated user (``KEYTURN_DASHBOARD_PROXY_HEADER``).
+    proxy_header: str | None = None
+    #: Client addresses whose proxy header is believed (``KEYTURN_DASHBOARD_TRUSTED_PROXIES``).
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DashboardSettings:
+        env = _env(environ)
+        header = (env.get("KEYTURN_DASHBOARD_PROXY_HEADER") or "").strip() or None
+        if header is not None and not all(c.isalnum() or c == "-" for c in header):
+            raise ConfigurationError(
+                f"KEYTURN_DASHBOARD_PROXY_HEADER must be a header name, not {header!r}."
+            )
+        return cls(
+            basic_auth=(env.get("KEYTURN_DASHBOARD_BASIC_AUTH") or "").strip() or None,
+            auth_file=(env.get("KEYTURN_DASHBOARD_AUTH_FILE") or "").strip() or None,
+            proxy_header=header,
+            trusted_proxies=_words(env.get("KEYTURN_DASHBOARD_TRUSTED_PROXIES"))
+            or cls.trusted_proxies,
+        )
+
+
+@dataclass(frozen=True)
+class FlowerSettings:
+    """Whether this environment gives Flower authentication (``keyturn doctor`` checks it)."""
+
+    #: ``FLOWER_BASIC_AUTH`` is set (its value is never kept).
+    basic_auth: bool = False
+    #: ``FLOWER_AUTH`` (an OAuth e-mail pattern) is set.
+    oauth: bool = False
+    #: ``FLOWER_UNAUTHENTICATED_API`` is set: anyone reaching Flower may start tasks.
+    unauthenticated_api: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FlowerSettings:
+        env = _env(environ)
+        return cls(
+            basic_auth=bool((env.get("FLOWER_BASIC_AUTH") or "").strip()),
+            oauth=bool((env.get("FLOWER_AUTH") or "").strip()),
+            unauthenticated_api=(env.get("FLOWER_UNAUTHENTICATED_API") or "").strip().lower()
+            not in ("", "0", "false", "no"),
         )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the machine's PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer.
-# Starts them with the commands DESIGN.md gives when they are installed but down; otherwise says so.
+# Starts them (pg_ctlcluster, redis-server --daemonize) when they are installed but down; otherwise says so.
 set -u
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

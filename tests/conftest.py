@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.backends.iam",
     "tests.backends.openbao_pki",
     "tests.backends.external_adapter",
+    "tests.backends.every_state",
 ]
 
 #: Every provider the contract suite runs against: (id, fixture name).

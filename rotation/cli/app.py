@@ -63,9 +63,13 @@ def _register() -> None:
     main.add_command(runs.history_command)
     main.add_command(plan.plan_command)
     main.add_command(secrets.secrets_group)
+    from rotation.cli.dashboard import dashboard_command
+    from rotation.cli.doctor import doctor_command
     from rotation.cli.metrics import metrics_command
 
     main.add_command(metrics_command)
+    main.add_command(dashboard_command)
+    main.add_command(doctor_command)
 
 
 _register()

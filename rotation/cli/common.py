@@ -15,7 +15,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, Programm
 
 from rotation.access.roles import default_actor
 from rotation.errors import BackendUnavailable, ConfigurationError, KeyturnError
-from rotation.ledger.db import Ledger, database_url
+from rotation.ledger.db import DEFAULT_SQLITE_URL, Ledger, database_url
 from rotation.run.runtime import Runtime
 
 __all__ = [
@@ -60,7 +60,7 @@ def safe_url(url: str) -> str:
         return _CREDENTIALS_IN_URL.sub(r"\1", url)
     clean = URL.create(
         parsed.get_backend_name(),
-        username=parsed.username,
+        username=parsed.username or None,
         host=parsed.host,
         port=parsed.port,
         database=parsed.database,
@@ -84,6 +84,12 @@ def ledger_error(exc: DBAPIError) -> KeyturnError:
         where = "KEYTURN_DATABASE_URL"
     detail = _first_line(exc)
     if ("does not exist" in detail and "relation" in detail) or "no such table" in detail:
+        if where == DEFAULT_SQLITE_URL:
+            return ConfigurationError(
+                f"the embedded ledger at {where} is empty: `make run` (keyturn run) fills it with "
+                "the demo; for your own ledger set KEYTURN_DATABASE_URL and run "
+                "`keyturn db upgrade`"
+            )
         return ConfigurationError(
             f"the ledger at {where} has no Keyturn tables: run `keyturn db upgrade` ({detail})"
         )

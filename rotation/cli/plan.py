@@ -13,13 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import select
 
 from rotation.cli.common import OpsCommand, echo_json, fmt_age, fmt_time, make_console, open_runtime
 from rotation.config import EngineSettings, Settings
 from rotation.durations import format_duration, parse_duration
 from rotation.errors import KeyturnError
-from rotation.ledger.models import PolicyRow, Run, Schedule
 from rotation.ops.forecast import (
     COLLISION_GAP,
     DEFAULT_BUDGET,
@@ -28,8 +26,8 @@ from rotation.ops.forecast import (
     Scheduled,
     forecast,
 )
+from rotation.ops.overview import scheduled_secrets
 from rotation.policy import Policy, default_schedules_dir, load_policies
-from rotation.run.states import ACTIVE_STATES
 
 #: Collisions and days listed before "... and N more" (``--json`` has them all).
 SHOWN = 20
@@ -40,32 +38,9 @@ def _budget_default() -> int:
 
 
 def from_ledger() -> tuple[list[Scheduled], datetime]:
-    """Every schedule in the ledger with its policy; a secret being rotated counts as busy."""
-    items: list[Scheduled] = []
+    """Every schedule in the ledger with its policy (rotation/ops/overview.py)."""
     with open_runtime() as runtime:
-        now = runtime.clock()
-        with runtime.ledger.sessions() as session:
-            rows = session.execute(
-                select(Schedule, PolicyRow).join(PolicyRow, PolicyRow.name == Schedule.policy_name)
-            ).all()
-            busy = set(
-                session.scalars(
-                    select(Run.secret).where(Run.state.in_([s.value for s in ACTIVE_STATES]))
-                )
-            )
-        for schedule, row in rows:
-            policy = runtime.policy(row)
-            items.append(
-                Scheduled(
-                    secret=schedule.secret,
-                    policy=policy,
-                    provider=policy.provider or runtime.default_provider,
-                    last_rotated_at=schedule.last_rotated_at,
-                    next_due_at=schedule.next_due_at,
-                    busy=schedule.secret in busy,
-                )
-            )
-    return items, now
+        return scheduled_secrets(runtime), runtime.clock()
 
 
 def from_files(path: Path, console: Console) -> tuple[list[Scheduled], datetime]:

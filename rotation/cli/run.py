@@ -2,6 +2,11 @@
 
 Local encrypted store, SQLite ledger, a SQLite-backed Celery broker, one worker with embedded
 beat, and the demo policies in ``schedules/demo``; prints each run's steps as they happen.
+
+Its default data directory is ``.keyturn``, where every other command looks when no variable
+says otherwise (the local store's ``KEYTURN_LOCAL_DIR`` and the ledger's default
+``sqlite:///.keyturn/ledger.sqlite``): after ``make run``, ``keyturn status``, ``runs``,
+``history``, ``plan`` and ``secrets`` in the same checkout see the demo.
 """
 
 from __future__ import annotations
@@ -30,10 +35,15 @@ DEMO_SECRETS = {
 STYLE = {"ok": "green", "wait": "yellow", "retry": "yellow", "failed": "red"}
 
 
+#: Where the other commands look by default (KEYTURN_LOCAL_DIR, the embedded ledger).
+DEFAULT_DATA_DIR = ".keyturn"
+
+
 def embedded_environment(data_dir: Path, schedules: Path) -> dict[str, str]:
+    """The demo's settings: the store and the ledger where the other commands look for them."""
     env = dict(os.environ)
     env.setdefault("SECRETS_PROVIDER", "local")
-    env.setdefault("KEYTURN_LOCAL_DIR", str(data_dir / "store"))
+    env.setdefault("KEYTURN_LOCAL_DIR", str(data_dir))
     env.setdefault("KEYTURN_DATABASE_URL", f"sqlite:///{data_dir / 'ledger.sqlite'}")
     env.setdefault("KEYTURN_BROKER_URL", f"sqla+sqlite:///{data_dir / 'broker.sqlite'}")
     env.setdefault("KEYTURN_SCHEDULES", str(schedules))
@@ -44,7 +54,13 @@ def embedded_environment(data_dir: Path, schedules: Path) -> dict[str, str]:
 
 @click.command("run")
 @click.option("--seconds", default=60, show_default=True, help="Stop after this long (0 = never).")
-@click.option("--data-dir", default=".keyturn/embedded", show_default=True, type=click.Path())
+@click.option(
+    "--data-dir",
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    type=click.Path(),
+    help="Store, ledger and broker files; the other commands find the default one unaided.",
+)
 @click.option("--schedules", default="schedules/demo", show_default=True, type=click.Path())
 def run_command(seconds: int, data_dir: str, schedules: str) -> None:
     """Run worker + beat embedded and show rotations as they happen."""
@@ -102,6 +118,29 @@ def run_command(seconds: int, data_dir: str, schedules: str) -> None:
     _print_new_events(console, ledger, last_event)
     _summary(console, ledger, manager)
     ledger.dispose()
+    _next_steps(console, data, env)
+
+
+def _next_steps(console: Console, data: Path, env: dict[str, str]) -> None:
+    """How to look at what the demo did; the variables to export when they are not the defaults."""
+    exports = {
+        name: env[name]
+        for name, default in (
+            (
+                "KEYTURN_DATABASE_URL",
+                f"sqlite:///{Path(DEFAULT_DATA_DIR).resolve() / 'ledger.sqlite'}",
+            ),
+            ("KEYTURN_LOCAL_DIR", str(Path(DEFAULT_DATA_DIR).resolve())),
+        )
+        if env[name] != default
+    }
+    if exports:
+        console.print("[bold]look around[/] (this data directory is not the default one):")
+        for name, value in exports.items():
+            console.print(f"  export {name}={value}", soft_wrap=True)
+    else:
+        console.print("[bold]look around[/]: the commands below read this demo's ledger and store")
+    console.print("  keyturn status; keyturn runs; keyturn history demo/oauth_token; keyturn plan")
 
 
 def _print_new_events(console: Console, ledger: Ledger, after: int) -> int:

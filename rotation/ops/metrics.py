@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
 from rotation.ledger.db import Ledger
-from rotation.ledger.models import Run, RunEvent, Schedule
+from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
 from rotation.run.runtime import Clock, utcnow
 from rotation.run.states import FINAL_STATES, RunState
 
@@ -126,7 +126,17 @@ class LedgerCollector(Collector):
             select(func.count()).select_from(Schedule).where(Schedule.next_due_at < now)
         )
         total = session.scalar(select(func.count()).select_from(Schedule))
+        paused = GaugeMetricFamily(
+            "keyturn_policy_paused",
+            "1 if the policy is paused (its due secrets wait, and are not overdue), else 0.",
+            labels=["policy"],
+        )
+        for name, is_paused in session.execute(
+            select(PolicyRow.name, PolicyRow.paused).order_by(PolicyRow.name)
+        ):
+            paused.add_metric([name], 1.0 if is_paused else 0.0)
         return [
+            paused,
             age,
             due,
             GaugeMetricFamily(

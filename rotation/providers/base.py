@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import builtins
 import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from rotation.values import SecretValue, SecretVersion, Stage, VersionInfo
 
-__all__ = ["Capability", "Provider"]
+__all__ = ["LIST", "READ", "WRITE_PENDING", "AccessCheck", "Capability", "ChecksAccess", "Provider"]
+
+#: The permissions a rotation needs on its backend (``keyturn doctor`` checks them).
+READ = "read"
+WRITE_PENDING = "write a pending version"
+LIST = "list"
 
 
 class Capability(enum.StrEnum):
@@ -94,4 +101,24 @@ class Provider(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+        ...
+
+
+@dataclass(frozen=True)
+class AccessCheck:
+    """One permission a rotation needs, as checked without changing anything in the backend."""
+
+    permission: str
+    #: True: allowed; False: denied; None: the backend cannot tell without a write.
+    allowed: bool | None
+    #: One line: how it was checked, or what is missing and where. Never a value.
+    detail: str
+
+
+@runtime_checkable
+class ChecksAccess(Protocol):
+    """A provider that can tell, without writing, whether it may rotate ``names``."""
+
+    def check_access(self, names: Sequence[str]) -> builtins.list[AccessCheck]:
+        """:data:`READ`, :data:`WRITE_PENDING` and :data:`LIST` for ``names``; changes nothing."""
         ...

@@ -31,7 +31,7 @@ import os
 import secrets
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from filelock import FileLock
 
 from rotation.errors import ConfigurationError, StoreCorrupted
+from rotation.providers.base import AccessCheck
 from rotation.providers.store import DEFAULT_MAX_VERSIONS, VersionedStore
 from rotation.providers.store_backed import StoreBackedProvider
 
@@ -283,3 +284,9 @@ class LocalProvider(StoreBackedProvider):
                 if record is None or json.dumps(record, sort_keys=True) != before.get(changed):
                     self._write_record(self._file_id(changed), changed, record)
             return result
+
+    def check_access(self, names: Sequence[str]) -> list[AccessCheck]:
+        """The secrets decrypt, the store lists, its directory is writable; changes nothing."""
+        from rotation.providers.access_local import check_directory
+
+        return check_directory(self.directory, names, self.read, self.list)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
+from rotation.providers.base import AccessCheck
 from rotation.providers.store import DEFAULT_MAX_VERSIONS, VersionedStore
 from rotation.providers.store_backed import StoreBackedProvider
 
@@ -34,3 +35,9 @@ class MemoryProvider(StoreBackedProvider):
     def _mutate(self, change: Callable[[VersionedStore], T], name: str | None = None) -> T:
         with self._lock:
             return change(self._store)
+
+    def check_access(self, names: Sequence[str]) -> list[AccessCheck]:
+        """Nothing to check, and nothing shared: each process has its own memory store."""
+        from rotation.providers.access_local import check_memory
+
+        return check_memory(names)

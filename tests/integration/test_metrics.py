@@ -151,6 +151,9 @@ def test_scrape_reports_age_due_runs_and_steps(
         assert value(samples, "keyturn_secret_next_due_seconds", **frozen) == -overdue_for
         assert value(samples, "keyturn_overdue_secrets") == 1
         assert value(samples, "keyturn_scheduled_secrets") == 2
+        # the alert on overdue secrets leaves paused policies out with this
+        assert value(samples, "keyturn_policy_paused", policy="frozen") == 1
+        assert value(samples, "keyturn_policy_paused", policy="api-keys") == 0
         assert value(samples, "keyturn_runs_total", state="succeeded") == 1
         assert value(samples, "keyturn_runs_total", state="failed") == 0
         assert value(samples, "keyturn_runs_needing_attention") == 0

@@ -37,8 +37,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("run",),
     ("scheduler",),
     ("ops",),
+    ("dashboard",),
     ("cli",),
 ]
+#: The base modules: what every part may import.
+BASE = LAYERS[0]
 PART_RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 
 
@@ -153,6 +156,30 @@ def test_importing_the_library_loads_no_celery() -> None:
         "import sys, rotation, rotation.client.manager, rotation.run.engine, "
         "rotation.scheduler.dispatcher, rotation.ops.operations; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('celery', 'kombu', 'worker')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_dashboard_reads_through_ops_and_ledger_only() -> None:
+    """It shows what the ledger holds and nothing else: no backend, rotator, engine or client."""
+    allowed = {"dashboard", "ops", "ledger", *BASE}
+    wrong = [
+        f"{m} -> {t}"
+        for m, ts in GRAPH.items()
+        if _part(m) == "dashboard"
+        for t in ts
+        if t.startswith("rotation.") and _part(t) not in allowed
+    ]
+    assert not wrong, wrong
+
+
+def test_importing_the_library_loads_no_web_server() -> None:
+    code = (
+        "import sys, rotation, rotation.cli, rotation.ops.overview; "
+        "print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('starlette', 'uvicorn', 'jinja2') "
+        "or m.startswith('rotation.dashboard')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -15,13 +15,14 @@ See docs/backends/aws.md for the configuration and the error messages.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -44,7 +45,7 @@ from rotation.providers.aws.config import (
     settings_from_env,
 )
 from rotation.providers.aws.errors import _code, _scheduled_detail, translated
-from rotation.providers.base import Capability
+from rotation.providers.base import AccessCheck, Capability
 from rotation.values import (
     SecretValue,
     SecretVersion,
@@ -345,6 +346,12 @@ class AWSSecretsManagerProvider:
         if not self._describe(name, allow_deleted=True).get("DeletedDate"):
             raise SecretNotFound(name, "it is not scheduled for deletion; nothing to purge")
         self.delete(name, force=True)
+
+    def check_access(self, names: Sequence[str]) -> builtins.list[AccessCheck]:
+        """What this principal may do on ``names`` (see :mod:`.access`); writes nothing."""
+        from rotation.providers.aws.access import check_access
+
+        return check_access(self, names)
 
     def close(self) -> None:
         """Close the client's connection pool."""

@@ -27,9 +27,10 @@ narrows but does not close the race (``Capability.CHECK_AND_SET`` is not declare
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -57,7 +58,7 @@ from rotation.providers.azure.config import (
 )
 from rotation.providers.azure.errors import translated
 from rotation.providers.azure.names import NameMapper
-from rotation.providers.base import Capability
+from rotation.providers.base import AccessCheck, Capability
 from rotation.values import (
     SecretValue,
     SecretVersion,
@@ -452,6 +453,12 @@ class AzureKeyVaultProvider:
         except KeyturnError:
             return False
         return True
+
+    def check_access(self, names: Sequence[str]) -> builtins.list[AccessCheck]:
+        """What this principal may do on ``names`` (see :mod:`.access`); writes nothing."""
+        from rotation.providers.azure.access import check_access
+
+        return check_access(self, names)
 
     def close(self) -> None:
         """Close the SecretClient's connections (and the credential if this provider made it)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +33,7 @@ from hvac import utils as hvac_utils
 
 from rotation.errors import InvalidSecretName, SecretNotFound, VersionConflict
 from rotation.names import validate_name, validate_prefix
-from rotation.providers.base import Capability
+from rotation.providers.base import AccessCheck, Capability
 from rotation.providers.vault.auth import (
     VaultAuth,
     VaultConnection,
@@ -299,6 +299,12 @@ class VaultProvider:
             pending_stage = frozenset({Stage.PENDING})
             infos.append(VersionInfo(pending.token, pending.created, pending_stage, pending.token))
         return infos
+
+    def check_access(self, names: Sequence[str]) -> builtins.list[AccessCheck]:
+        """What this token may do on ``names`` (``sys/capabilities-self``); changes nothing."""
+        from rotation.providers.vault.access import check_access
+
+        return check_access(self, names)
 
     def close(self) -> None:
         self._conn.close()
