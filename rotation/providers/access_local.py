@@ -24,8 +24,8 @@ def check_directory(
     except KeyturnError as exc:
         checks.append(AccessCheck(READ, False, exc.message))
     writable = os.access(directory, os.W_OK | os.X_OK)
-    store = directory / "store.enc"
-    writable = writable and (not store.exists() or os.access(store, os.W_OK))
+    files = directory / "secrets"  # one sealed file per secret (rotation/providers/local.py)
+    writable = writable and (not files.exists() or os.access(files, os.W_OK | os.X_OK))
     checks.append(
         AccessCheck(
             WRITE_PENDING,

@@ -276,7 +276,7 @@ class StoreSampler:
         return self
 
     def sample(self) -> None:
-        state = self.provider._load().state or {}
+        state = self.provider._load(None).state or {}
         for secret in state.get("secrets", {}).values():
             for version in secret.get("versions", []):
                 raw = version.get("value")

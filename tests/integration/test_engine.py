@@ -280,12 +280,12 @@ class FailingProvider(MemoryProvider):
         self.inner = inner
         self.failing = False
 
-    def _view(self, read):  # type: ignore[override]
+    def _view(self, read, name=None):  # type: ignore[override]
         if self.failing:
             raise BackendUnavailable("the backend is down (test)")
         return self.inner._view(read)
 
-    def _mutate(self, change):  # type: ignore[override]
+    def _mutate(self, change, name=None):  # type: ignore[override]
         if self.failing:
             raise BackendUnavailable("the backend is down (test)")
         return self.inner._mutate(change)

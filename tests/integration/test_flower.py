@@ -121,7 +121,7 @@ def sync_policy_not_due(cluster: Cluster, ledger_url: str) -> None:
 
 def every_value(cluster: Cluster) -> list[str]:
     """Every value the secret ever had, read from the local store's versions."""
-    state = store(cluster)._load().state
+    state = store(cluster)._load(None).state
     return [
         str(decode_value(version["value"], version["json"]))
         for version in state["secrets"]["svc/api_key"]["versions"]
