@@ -53,6 +53,7 @@ def _build() -> None:
             rt,
             default_schedules_dir(),
             redeliver_after=settings.redeliver,
+            removal_grace=settings.removal_grace,
         ),
     )
 

@@ -46,7 +46,9 @@ def from_ledger() -> tuple[list[Scheduled], datetime]:
         now = runtime.clock()
         with runtime.ledger.sessions() as session:
             rows = session.execute(
-                select(Schedule, PolicyRow).join(PolicyRow, PolicyRow.name == Schedule.policy_name)
+                select(Schedule, PolicyRow)
+                .join(PolicyRow, PolicyRow.name == Schedule.policy_name)
+                .where(Schedule.removed_at.is_(None))
             ).all()
             busy = set(
                 session.scalars(

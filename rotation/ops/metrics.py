@@ -103,6 +103,7 @@ class LedgerCollector(Collector):
                 Schedule.next_due_at,
                 Schedule.last_rotated_at,
             )
+            .where(Schedule.removed_at.is_(None))
             .order_by(Schedule.next_due_at.asc().nulls_last(), Schedule.secret)
             .limit(self.max_secrets)
         ).all()
@@ -125,7 +126,9 @@ class LedgerCollector(Collector):
         overdue = session.scalar(
             select(func.count()).select_from(Schedule).where(Schedule.next_due_at < now)
         )
-        total = session.scalar(select(func.count()).select_from(Schedule))
+        total = session.scalar(
+            select(func.count()).select_from(Schedule).where(Schedule.removed_at.is_(None))
+        )
         return [
             age,
             due,
