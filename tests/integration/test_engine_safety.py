@@ -147,6 +147,47 @@ def test_a_step_is_cut_off_at_its_budget_well_inside_the_lease(
     run = run_row(ledger_url, run_id)
     assert run.state == "promoted" and run.next_attempt_at is not None  # a retry, later
     assert "budget" in (run.last_error or "")
+    print(f"restart step cut off after {elapsed:.2f} s (lease 5 s, budget 4 s, command 8 s)")
+
+
+def test_a_rollback_after_the_budget_ran_out_gets_a_budget_of_its_own(
+    ledger_url, svc_backend, clock, tmp_path
+) -> None:
+    """The last attempt is cut off at the budget; the rollback that follows runs under a renewed
+    lease (its backend writes would be refused with the spent budget) and completes."""
+    restart = "{strategy: command, timeout: 30s, commands: [[sleep, '8']]}"
+    body = one_secret_policy(restart).replace("max_attempts: 3", "max_attempts: 1")
+    schedules = write_policy(tmp_path / "s", body).parent
+    runtime, _, dispatcher = make(ledger_url, svc_backend, clock, schedules)
+    engine = Engine(runtime, lease=timedelta(seconds=5))
+    run_id, _ = dispatcher.tick().enqueue[0]
+    advance_to(engine, run_id, RunState.PROMOTED)
+    outcome = engine.advance(run_id, "promoted")
+    assert outcome.state is RunState.NEEDS_ATTENTION
+    run = run_row(ledger_url, run_id)
+    assert "StepBudgetExceeded" in (run.last_error or "")
+    assert "rolled back: the previous version is current again" in (run.last_error or "")
+    assert svc_backend.read("svc/key").value == "initial"
+
+
+def test_each_restart_wave_is_a_step_with_its_own_budget(
+    ledger_url, svc_backend, clock, tmp_path
+) -> None:
+    """Two waves of 3 s each under a 5 s lease (budget 4 s): each wave commits its progress and
+    the next runs under a new lease, so the restart succeeds although it takes 6 s in all."""
+    wave = "{strategy: command, timeout: 4s, commands: [[sleep, '3']]}"
+    restart = f"{{strategy: waves, waves: [{wave}, {wave}]}}"
+    schedules = write_policy(tmp_path / "s", one_secret_policy(restart)).parent
+    runtime, _, dispatcher = make(ledger_url, svc_backend, clock, schedules)
+    engine = Engine(runtime, lease=timedelta(seconds=5))
+    run_id, _ = dispatcher.tick().enqueue[0]
+    advance_to(engine, run_id, RunState.PROMOTED)
+    first = engine.advance(run_id, "promoted")
+    assert first.state is RunState.PROMOTED and first.enqueue  # wave 1 done: go on at once
+    second = engine.advance(run_id, "promoted")
+    assert second.state is RunState.RESTARTED
+    restart_events = [e for e in events(ledger_url, run_id) if e[0] == "restart"]
+    assert restart_events == [("restart", "promoted", "wait"), ("restart", "restarted", "ok")]
 
 
 def test_target_sql_gives_up_on_a_lock_instead_of_waiting(pg_database) -> None:
@@ -195,6 +236,7 @@ def test_target_sql_gives_up_on_a_lock_instead_of_waiting(pg_database) -> None:
             pass
         blocker.close()
     assert elapsed < 12, f"ALTER ROLE waited {elapsed:.1f} s on the lock"
+    print(f"ALTER ROLE gave up after {elapsed:.2f} s on a lock held 25 s")
     assert caught.value.retryable and caught.value.sqlstate == "55P03"
 
 

@@ -13,7 +13,7 @@ from rotation.errors import BackendUnavailable
 from rotation.ledger.models import AuditRecord, Run, RunEvent
 from rotation.run.states import RunState
 from rotation.values import Stage
-from tests.integration.test_cli_ops import VALUES, Env, cli, env, sent  # noqa: F401
+from tests.integration.test_cli_ops import VALUES, Env, cli, env, sent
 
 __all__ = ["env", "sent"]
 

@@ -66,10 +66,7 @@ def test_the_budget_follows_the_lease(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_celery_time_limits_derive_from_the_lease() -> None:
-    script = (
-        "from worker.tasks import advance; "
-        "print(advance.soft_time_limit, advance.time_limit)"
-    )
+    script = "from worker.tasks import advance; print(advance.soft_time_limit, advance.time_limit)"
     for lease in ("300", "4"):
         out = subprocess.run(
             [sys.executable, "-c", script],
