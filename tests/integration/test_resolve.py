@@ -130,3 +130,16 @@ def test_resolve_is_role_checked_and_denials_are_audited(
     assert ("alice", "permission.denied", "denied") in records
     assert ("olivia", "run.abandon", "ok") in records
     assert env.run(run_id).state == "failed"
+
+
+def test_two_operators_never_resolve_a_run_at_once(
+    env: Env, sent: list[tuple[int, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = give_up_at(env, "svc/fast", RunState.TESTED, monkeypatch)
+    engine = env.engine()
+    run, owner = engine._take_resolve_lease(run_id, "bob")  # bob is resolving it right now
+    result = cli("resolve", "svc/fast", "--abandon")
+    assert result.exit_code == 1 and "another operator is resolving it" in result.output
+    assert env.run(run_id).state == "needs_attention"
+    engine._release(run, owner)
+    assert cli("resolve", "svc/fast", "--abandon").exit_code == 0
