@@ -25,8 +25,10 @@ __all__ = [
     "EngineSettings",
     "FlowerSettings",
     "Settings",
+    "StepLimits",
     "env_number",
     "env_seconds",
+    "step_limits",
 ]
 
 DEFAULT_CACHE_TTL = 300.0
@@ -69,6 +71,27 @@ def env_seconds(
 
 
 @dataclass(frozen=True)
+class StepLimits:
+    """How long one step may take, all derived from the lease (see docs/rotation-run.md).
+
+    ``budget`` (80% of the lease): the step's own cut-off; every external action starts only
+    with time left in it, and its timeout is capped by what is left. ``soft`` (90%): Celery
+    raises ``SoftTimeLimitExceeded`` in a step stuck in code that ignores the budget. ``hard``
+    (95%): Celery kills the process, so it is gone before its lease expires and another worker
+    may take the run over."""
+
+    lease: timedelta
+    budget: timedelta
+    soft: timedelta
+    hard: timedelta
+
+
+def step_limits(lease: timedelta) -> StepLimits:
+    """The limits of a step run under ``lease``."""
+    return StepLimits(lease, lease * 0.8, lease * 0.9, lease * 0.95)
+
+
+@dataclass(frozen=True)
 class Settings:
     """``SECRETS_PROVIDER`` (default ``local``) and ``SECRETS_CACHE_TTL`` (seconds, 0 disables)."""
 
@@ -101,6 +124,14 @@ class EngineSettings:
     redeliver: timedelta = timedelta(seconds=60)
     #: Rotations a day before ``keyturn plan`` flags the day (``KEYTURN_DAILY_BUDGET``).
     daily_budget: int = DEFAULT_DAILY_BUDGET
+    #: How long a policy or scheduled secret must stay absent before it is removed
+    #: (``KEYTURN_REMOVAL_GRACE_SECONDS``): a file renamed for a tick removes nothing.
+    removal_grace: timedelta = timedelta(seconds=900)
+
+    @property
+    def limits(self) -> StepLimits:
+        """A step's budget and Celery's time limits, from the lease."""
+        return step_limits(self.lease)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineSettings:
@@ -121,6 +152,7 @@ class EngineSettings:
                     unit="rotations",
                 )
             ),
+            removal_grace=env_seconds("KEYTURN_REMOVAL_GRACE_SECONDS", 900.0, environ=env),
         )
 
 

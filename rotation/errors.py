@@ -26,8 +26,11 @@ a failed step only when it is set, within the run's attempts.
     │   └── StoreCorrupted          the local store cannot be decrypted or parsed
     ├── RotationError               a rotation step failed                              [retryable]
     │   ├── TargetRejected          the target (a database...) refused the change or the login
-    │   └── ConsumersFailed         a consumer could not move to the new value
+    │   ├── ConsumersFailed         a consumer could not move to the new value
+    │   ├── StepBudgetExceeded      the step used up its time budget (under its lease)  [retryable]
+    │   └── LeaseLost               another worker holds the run now: stop, commit nothing
     ├── NothingToRollBack           no rotation of the secret is between promotion and retirement
+    ├── NothingToResolve            no run of the secret needs attention
     └── AuditWriteFailed            the audit record could not be written: refused      [retryable]
 """
 
@@ -47,6 +50,8 @@ __all__ = [
     "InvalidSecretName",
     "InvalidSecretValue",
     "KeyturnError",
+    "LeaseLost",
+    "NothingToResolve",
     "NothingToRollBack",
     "PermissionDenied",
     "PolicyConflictError",
@@ -56,6 +61,7 @@ __all__ = [
     "RotationError",
     "SecretDisabled",
     "SecretNotFound",
+    "StepBudgetExceeded",
     "StoreCorrupted",
     "TargetRejected",
     "Throttled",
@@ -252,6 +258,23 @@ class ConsumersFailed(RotationError):
     """A consumer could not move to the new value; the promotion is rolled back."""
 
     retryable = False
+
+
+class StepBudgetExceeded(RotationError):
+    """The step used up its time budget; it is tried again later (within the run's attempts)."""
+
+    retryable = True
+
+
+class LeaseLost(RotationError):
+    """This worker no longer holds the run's lease (it expired, another worker took the run
+    over): the step stops before its next external action and commits nothing."""
+
+    retryable = False
+
+
+class NothingToResolve(KeyturnError):
+    """No run of this secret needs attention."""
 
 
 class NothingToRollBack(KeyturnError):

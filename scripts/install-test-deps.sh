@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the test servers need, when missing: MariaDB (mariadbd,
-# mariadb-install-db), OpenLDAP (slapd, ldappasswd), Chromium (browser tests) and Prometheus's
-# promtool. Idempotent: detects each by its commands and installs only what is missing, running
+# mariadb-install-db), OpenLDAP (slapd, ldappasswd), Chromium (browser tests), Prometheus's
+# promtool and libfaketime (a worker whose clock runs ahead, tests/faults/test_leases.py). Idempotent: detects each by its commands and installs only what is missing, running
 # `apt-get update` only then. Without apt (or when it fails) it says so and exits 0: the tests
 # that need a missing server skip with a reason.
 # A package's post-install may start a system daemon (MariaDB on 3306, slapd on 389): the tests
@@ -15,6 +15,7 @@ PACKAGES=(
   "ldap-utils:ldappasswd"
   "chromium:chromium"
   "prometheus:promtool"
+  "faketime:faketime"
 )
 
 has_commands() {

@@ -19,7 +19,8 @@ _state: dict[str, object] = {}
 
 
 def _pause_hook() -> PauseHook | None:
-    """Test-only: ``KEYTURN_TEST_PAUSE=step:phase`` parks the worker there (file marks it)."""
+    """Test-only: ``KEYTURN_TEST_PAUSE=step:phase`` parks the worker there; the file
+    ``KEYTURN_TEST_PAUSE_FILE`` marks it (with the process id) and removing it lets it go on."""
     spec = os.environ.get("KEYTURN_TEST_PAUSE")
     if not spec:
         return None
@@ -29,7 +30,7 @@ def _pause_hook() -> PauseHook | None:
         if f"{step}:{phase}" == spec:
             marker.write_text(f"{os.getpid()}\n")
             deadline = time.monotonic() + 600  # bounded: a test kills us long before
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and marker.exists():
                 time.sleep(0.2)
 
     return hook
@@ -52,6 +53,7 @@ def _build() -> None:
             rt,
             default_schedules_dir(),
             redeliver_after=settings.redeliver,
+            removal_grace=settings.removal_grace,
         ),
     )
 

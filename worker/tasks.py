@@ -8,8 +8,13 @@ from typing import Any
 from rotation.scheduler.tasks import ADVANCE, DISPATCH_DUE, ROTATE_ALL, ROTATE_NOW
 from rotation.scheduler.triggers import rotate_all as trigger_all
 from rotation.scheduler.triggers import rotate_now as trigger_now
-from worker.celery_app import app
+from worker.celery_app import SETTINGS, app
 from worker.runtime import dispatcher, engine, runtime
+
+#: A step's Celery limits, from the lease: the soft one raises SoftTimeLimitExceeded in a step
+#: stuck past its budget (it is retried); the hard one kills the process before its lease
+#: expires, so no other worker can take the run over while it still runs.
+STEP_LIMITS = SETTINGS.limits
 
 
 def _send(run_id: int, state: str) -> None:
@@ -25,7 +30,12 @@ def dispatch_due() -> dict[str, int]:
     return {"started": report.started, "recovered": report.recovered}
 
 
-@app.task(name=ADVANCE, ignore_result=True)
+@app.task(
+    name=ADVANCE,
+    ignore_result=True,
+    soft_time_limit=STEP_LIMITS.soft.total_seconds(),
+    time_limit=STEP_LIMITS.hard.total_seconds(),
+)
 def advance(run_id: int, state: str | None = None) -> None:
     """Run the next step of ``run_id`` (if its state is still ``state``), then chain the next."""
     outcome = engine().advance(int(run_id), state)

@@ -53,12 +53,13 @@ def _register() -> None:
     main.add_command(db.db_group)
     main.add_command(run.run_command)
     main.add_command(audit.audit_group)
-    from rotation.cli import plan, rotate, runs, secrets, status
+    from rotation.cli import plan, resolve, rotate, runs, secrets, status
 
     main.add_command(status.status_command)
     main.add_command(rotate.rotate_command)
     main.add_command(rotate.rotate_all_command)
     main.add_command(rotate.rollback_command)
+    main.add_command(resolve.resolve_command)
     main.add_command(runs.runs_command)
     main.add_command(runs.history_command)
     main.add_command(plan.plan_command)

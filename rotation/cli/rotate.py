@@ -44,9 +44,13 @@ def steps_done(state: str) -> int:
 
 
 def _send(console: Console, triggered: Triggered) -> None:
-    """Enqueue the run's first step; a broker outage only delays it until the dispatcher."""
+    send_to_workers(console, triggered.run_id, triggered.state)
+
+
+def send_to_workers(console: Console, run_id: int, state: str) -> None:
+    """Enqueue the run's next step; a broker outage only delays it until the dispatcher."""
     try:
-        tasks.send_advance(triggered.run_id, triggered.state)
+        tasks.send_advance(run_id, state)
     except Exception as exc:  # kombu/redis errors vary; none of them carries a value
         reason = _URL_CREDENTIALS.sub(r"\1", f"{type(exc).__name__}: {exc}".splitlines()[0])
         console.print(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from rotation.errors import ConfigurationError
@@ -31,6 +32,10 @@ def database_url(environ: Mapping[str, str] | None = None) -> str:
             f"(got a {url.split(':', 1)[0]!r} URL)."
         )
     return url
+
+
+_NOW_POSTGRES = text("SELECT clock_timestamp()")
+_NOW_SQLITE = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -57,6 +62,18 @@ class Ledger:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def now(self) -> datetime:
+        """The database's current time (UTC): the one clock of leases, due claims, recovery and
+        stall detection. Postgres: ``clock_timestamp()``; SQLite (embedded, in this process):
+        its ``'now'``."""
+        query = _NOW_SQLITE if self.dialect == "sqlite" else _NOW_POSTGRES
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar_one()
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -21,7 +21,16 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["AuditRecord", "Base", "PolicyRow", "Run", "RunEvent", "Schedule", "UTCDateTime"]
+__all__ = [
+    "AuditRecord",
+    "Base",
+    "DispatcherTick",
+    "PolicyRow",
+    "Run",
+    "RunEvent",
+    "Schedule",
+    "UTCDateTime",
+]
 
 #: States that still hold the secret's single active-run slot (rotation.run.states.ACTIVE_STATES).
 _ACTIVE = "state NOT IN ('succeeded', 'failed')"
@@ -56,7 +65,7 @@ class Base(DeclarativeBase):
 
 
 class PolicyRow(Base):
-    """A policy as last synced from ``schedules/*.yaml``."""
+    """A policy as last synced from ``schedules/*.yaml``; kept (soft-removed) when it goes away."""
 
     __tablename__ = "policies"
 
@@ -66,6 +75,11 @@ class PolicyRow(Base):
     spec_hash: Mapped[str] = mapped_column(String(64))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime]
+    #: First sync that did not find the policy in the files (None: present).
+    missing_since: Mapped[datetime | None]
+    #: When its absence was confirmed (missing for the removal grace): no new runs, runs in
+    #: flight end cleanly, its schedules keep their history in case it comes back.
+    removed_at: Mapped[datetime | None]
 
 
 class Schedule(Base):
@@ -81,6 +95,10 @@ class Schedule(Base):
     next_due_at: Mapped[datetime | None]
     last_rotated_at: Mapped[datetime | None]
     last_run_id: Mapped[int | None] = mapped_column(BigId)
+    #: First sync whose policy no longer claimed the secret (None: claimed).
+    missing_since: Mapped[datetime | None]
+    #: When that was confirmed (the removal grace passed): never due, kept for its history.
+    removed_at: Mapped[datetime | None]
 
 
 class Run(Base):
@@ -150,6 +168,17 @@ class RunEvent(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(String(200))
     message: Mapped[str | None] = mapped_column(Text)
+
+
+class DispatcherTick(Base):
+    """The dispatcher's last tick, one row (``id`` 1), in database time (``ledger/ticks.py``)."""
+
+    __tablename__ = "dispatcher_ticks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime]
+    #: The worker that ran it.
+    by: Mapped[str] = mapped_column(String(200))
 
 
 # --- audit trail (rotation/access/audit.py) ------------------------------------------------------

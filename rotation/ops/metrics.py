@@ -103,6 +103,7 @@ class LedgerCollector(Collector):
                 Schedule.next_due_at,
                 Schedule.last_rotated_at,
             )
+            .where(Schedule.removed_at.is_(None))
             .order_by(Schedule.next_due_at.asc().nulls_last(), Schedule.secret)
             .limit(self.max_secrets)
         ).all()
@@ -125,14 +126,18 @@ class LedgerCollector(Collector):
         overdue = session.scalar(
             select(func.count()).select_from(Schedule).where(Schedule.next_due_at < now)
         )
-        total = session.scalar(select(func.count()).select_from(Schedule))
+        total = session.scalar(
+            select(func.count()).select_from(Schedule).where(Schedule.removed_at.is_(None))
+        )
         paused = GaugeMetricFamily(
             "keyturn_policy_paused",
             "1 if the policy is paused (its due secrets wait, and are not overdue), else 0.",
             labels=["policy"],
         )
         for name, is_paused in session.execute(
-            select(PolicyRow.name, PolicyRow.paused).order_by(PolicyRow.name)
+            select(PolicyRow.name, PolicyRow.paused)
+            .where(PolicyRow.removed_at.is_(None))
+            .order_by(PolicyRow.name)
         ):
             paused.add_metric([name], 1.0 if is_paused else 0.0)
         return [

@@ -1,9 +1,13 @@
-"""What the everyday CLI asks of the ledger beyond presentation: status, run queries, rollback.
+"""What the everyday CLI asks of the ledger beyond presentation: status, run queries, rollback,
+resolve.
 
 Status says, for monitoring, which secrets need a human: overdue (the dispatcher did not start a
-due rotation), stalled (an open run shows no progress), or a run in ``needs_attention``.
+due rotation), stalled (an open run shows no progress: no event, no wait ending), or a run in
+``needs_attention``. Times are the database's (the runtime's clock).
 ``rollback_secret`` re-promotes the previous version of a secret whose run promoted a new one
-and has not started retiring the old one, then ends the run in ``failed``.
+and has not started retiring the old one, then ends the run in ``failed``. ``resolve_secret``
+is the way out of ``needs_attention``: retry the run from where it stopped, or abandon it
+(rolled back where safe); both go through the engine.
 """
 
 from __future__ import annotations
@@ -14,8 +18,16 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 
+from rotation.access.guard import authorize_audited
+from rotation.access.roles import Permission, acting_as
 from rotation.config import EngineSettings
-from rotation.errors import ConfigurationError, NothingToRollBack, RotationError, VersionConflict
+from rotation.errors import (
+    ConfigurationError,
+    NothingToResolve,
+    NothingToRollBack,
+    RotationError,
+    VersionConflict,
+)
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
 from rotation.names import validate_name
 from rotation.run.engine import Engine
@@ -25,6 +37,8 @@ from rotation.run.steps import FAILED_RETRY_DELAY, StepInput, rollback_where_saf
 from rotation.scheduler.triggers import matching_secrets
 
 __all__ = [
+    "RESOLVE_ACTIONS",
+    "Resolved",
     "RolledBack",
     "StatusRow",
     "Thresholds",
@@ -32,6 +46,7 @@ __all__ = [
     "get_run",
     "matching_secrets",
     "provider_of",
+    "resolve_secret",
     "rollback_secret",
     "run_events",
     "status_rows",
@@ -92,18 +107,21 @@ class StatusRow:
 def status_rows(runtime: Runtime, now: datetime, thresholds: Thresholds) -> list[StatusRow]:
     """Every scheduled secret with its policy and latest run, assessed at ``now``."""
     latest = select(Run.secret, func.max(Run.id).label("run_id")).group_by(Run.secret).subquery()
+    # progress is the run's last event (a step, a retry, a wait), not its last lease take
+    last_event = select(func.max(RunEvent.at)).where(RunEvent.run_id == Run.id).scalar_subquery()
     with runtime.ledger.sessions() as session:
         found = session.execute(
-            select(Schedule, PolicyRow, Run)
+            select(Schedule, PolicyRow, Run, last_event)
             .join(PolicyRow, PolicyRow.name == Schedule.policy_name)
             .outerjoin(latest, latest.c.secret == Schedule.secret)
             .outerjoin(Run, Run.id == latest.c.run_id)
+            .where(Schedule.removed_at.is_(None), PolicyRow.removed_at.is_(None))
             .order_by(Schedule.secret)
         ).all()
     rows = []
-    for schedule, policy, run in found:
+    for schedule, policy, run, event_at in found:
         last = schedule.last_rotated_at
-        problem, late = _assess(schedule, policy, run, now, thresholds)
+        problem, late = _assess(schedule, policy, run, event_at, now, thresholds)
         rows.append(
             StatusRow(
                 secret=schedule.secret,
@@ -125,13 +143,21 @@ def status_rows(runtime: Runtime, now: datetime, thresholds: Thresholds) -> list
 
 
 def _assess(
-    schedule: Schedule, policy: PolicyRow, run: Run | None, now: datetime, limits: Thresholds
+    schedule: Schedule,
+    policy: PolicyRow,
+    run: Run | None,
+    event_at: datetime | None,
+    now: datetime,
+    limits: Thresholds,
 ) -> tuple[str | None, timedelta | None]:
     state = RunState(run.state) if run is not None else None
     if state is RunState.NEEDS_ATTENTION:
         return "needs_attention", None
     if run is not None and state not in FINAL_STATES:
-        moved = max(run.updated_at, run.next_attempt_at or run.updated_at)
+        progress = event_at or run.created_at
+        if event_at is not None and event_at.tzinfo is None:  # a raw aggregate on SQLite
+            progress = event_at.replace(tzinfo=now.tzinfo)
+        moved = max(progress, run.next_attempt_at or progress)
         stalled = now - moved > limits.stall_after
         return ("stalled", now - moved) if stalled else (None, None)
     if policy.paused:
@@ -416,3 +442,69 @@ def _end(
                 schedule.last_run_id = run.id
                 schedule.next_due_at = next_due_at = now + retry_after
     return next_due_at
+
+
+# --- resolve ---------------------------------------------------------------------------------
+
+#: What ``resolve_secret`` can do with a run that needs attention.
+RESOLVE_ACTIONS = ("retry", "abandon")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What became of the run: ``state`` it is in now, the engine's note, and for ``retry``
+    whether the caller must enqueue its next step."""
+
+    secret: str
+    run_id: int
+    action: str
+    from_state: str
+    state: str
+    note: str
+    enqueue: bool
+
+
+def resolve_secret(
+    runtime: Runtime,
+    secret: str,
+    actor: str,
+    *,
+    action: str,
+    retry_after: timedelta = FAILED_RETRY_DELAY,
+) -> Resolved:
+    """Retry or abandon the run of ``secret`` that needs attention, as ``actor`` (who needs the
+    ``rotate`` permission; a denial is audited). ``retry`` resumes it from the step it stopped
+    at (the caller enqueues ``advance``); ``abandon`` rolls it back where safe and ends it
+    ``failed``, the schedule trying again after ``retry_after``. Both go through the engine,
+    which records the event and an audit record (``run.retry`` / ``run.abandon``)."""
+    validate_name(secret)
+    if action not in RESOLVE_ACTIONS:
+        raise ConfigurationError(f"Unknown action {action!r}; use {' or '.join(RESOLVE_ACTIONS)}.")
+    with acting_as(actor):
+        authorize_audited(Permission.ROTATE, f"resolve --{action}", secret)
+    run = _active_run(runtime, secret)
+    if run is None or run.state != RunState.NEEDS_ATTENTION.value:
+        raise NothingToResolve(_nothing_to_resolve(runtime, secret, run))
+    engine = Engine(runtime, lease=EngineSettings.from_env(runtime.environ).lease)
+    stopped = engine.stopped_state(run).value
+    if action == "retry":
+        advanced, note = engine.retry_run(run.id, actor)
+        state = advanced.state.value if advanced.state is not None else run.state
+        return Resolved(secret, run.id, action, stopped, state, note, advanced.enqueue)
+    note = engine.abandon_run(run.id, actor, retry_after)
+    return Resolved(secret, run.id, action, stopped, RunState.FAILED.value, note, False)
+
+
+def _nothing_to_resolve(runtime: Runtime, secret: str, active: Run | None) -> str:
+    if active is not None:
+        return (
+            f"nothing to resolve: {secret!r} needs no attention; its run {active.id} is "
+            f"{active.state} (see `keyturn history {secret}`)"
+        )
+    runs = find_runs(runtime, secret=secret, limit=1)
+    if not runs:
+        return f"nothing to resolve: {secret!r} needs no attention (never rotated by Keyturn)"
+    return (
+        f"nothing to resolve: {secret!r} needs no attention; its last run {runs[0].id} ended "
+        f"{runs[0].state}"
+    )

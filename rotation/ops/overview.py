@@ -144,7 +144,9 @@ def scheduled_secrets(runtime: Runtime) -> list[Scheduled]:
     """Every schedule in the ledger with its policy; a secret being rotated counts as busy."""
     with runtime.ledger.sessions() as session:
         rows = session.execute(
-            select(Schedule, PolicyRow).join(PolicyRow, PolicyRow.name == Schedule.policy_name)
+            select(Schedule, PolicyRow)
+            .join(PolicyRow, PolicyRow.name == Schedule.policy_name)
+            .where(Schedule.removed_at.is_(None), PolicyRow.removed_at.is_(None))
         ).all()
         busy = set(
             session.scalars(

@@ -4,6 +4,10 @@ the runner the restart step calls (``rotation/run/restart/``).
 ``register_restart_strategy(name, Schema, "package.module:runner")`` is all a new strategy
 needs: policies validate with ``Schema`` (inside ``waves`` too) and the restart step imports the
 runner on first use. A runner is ``runner(step, spec, wave_started) -> WaveOutcome``.
+
+A strategy's worst case (``command``: every command running to its timeout) must fit the step
+budget, 80% of the lease (``KEYTURN_LEASE_SECONDS``, read when the policy is validated): the
+loader refuses it otherwise, naming the field. Each wave of ``waves`` is a step of its own.
 """
 
 from __future__ import annotations
@@ -14,9 +18,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SerializeAsAny, StrictInt, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SerializeAsAny,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 
-from rotation.durations import Duration
+from rotation.config import EngineSettings
+from rotation.durations import Duration, format_duration
 from rotation.errors import ConfigurationError
 from rotation.registry import AliasRegistry, import_object
 from rotation.schema import Spec, check_secret_name, short_repr
@@ -34,8 +46,28 @@ __all__ = [
     "strategy_runner",
 ]
 
-#: A step must finish well inside the engine's lease (5 minutes by default).
-MAX_STEP_TIMEOUT = timedelta(minutes=4)
+
+def step_budget() -> timedelta:
+    """The time one step may take under this process's lease (``KEYTURN_LEASE_SECONDS``)."""
+    return EngineSettings.from_env().limits.budget
+
+
+def check_budget(worst_case: timedelta, what: str) -> None:
+    """Raise a ValueError (located by pydantic at the field being validated) when
+    ``worst_case`` does not fit the step budget."""
+    budget = step_budget()
+    if worst_case > budget:
+        lease = EngineSettings.from_env().lease
+        raise ValueError(
+            f"{what} can take {_human(worst_case)}, more than a step may take "
+            f"({_human(budget)}: 80% of the {_human(lease)} lease, KEYTURN_LEASE_SECONDS); "
+            "lower the timeout, split the commands into waves, or raise the lease"
+        )
+
+
+def _human(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    return format_duration(value) if seconds.is_integer() else f"{seconds:g}s"
 
 
 @dataclass(frozen=True)
@@ -118,7 +150,8 @@ class CommandRestart(RestartStrategy):
 
     strategy: Literal["command"] = "command"
     commands: Annotated[tuple[tuple[str, ...], ...], Field(min_length=1, max_length=10)]
-    timeout: Duration = timedelta(minutes=2)
+    #: Each command's; all of them together must fit the step budget.
+    timeout: Duration = Field(default=timedelta(minutes=2), validate_default=True)
     #: Worker environment variables the commands may see (e.g. KUBECONFIG); nothing else is
     #: passed but PATH, HOME, locale and KEYTURN_SECRET/VERSION/RUN_ID, so a command that prints
     #: its environment cannot leak the worker's own credentials into the logs.
@@ -144,9 +177,13 @@ class CommandRestart(RestartStrategy):
 
     @field_validator("timeout")
     @classmethod
-    def _bounded(cls, value: timedelta) -> timedelta:
-        if not timedelta(0) < value <= MAX_STEP_TIMEOUT:
-            raise ValueError("timeout must be above 0 and at most 4m (the step runs in a worker)")
+    def _bounded(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("timeout must be above 0")
+        commands = info.data.get("commands")
+        if commands:
+            what = f"{len(commands)} command(s) of timeout {_human(value)}"
+            check_budget(value * len(commands), what)
         return value
 
 
@@ -157,7 +194,7 @@ class WebhookRestart(RestartStrategy):
     url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
     #: Name of the secret (in the same backend) that holds the HMAC key.
     hmac_secret: str
-    timeout: Duration = timedelta(seconds=10)
+    timeout: Duration = Field(default=timedelta(seconds=10), validate_default=True)
 
     @field_validator("hmac_secret")
     @classmethod
@@ -169,6 +206,7 @@ class WebhookRestart(RestartStrategy):
     def _bounded(cls, value: timedelta) -> timedelta:
         if not timedelta(0) < value <= timedelta(minutes=1):
             raise ValueError("timeout must be above 0 and at most 1m")
+        check_budget(value, f"a webhook call of timeout {_human(value)}")
         return value
 
 

@@ -20,7 +20,7 @@ from rotation.generator import GeneratorPolicy
 from rotation.providers.base import Provider
 from rotation.values import SecretValue, SecretVersion, Stage
 
-__all__ = ["Capabilities", "RotationContext", "Rotator", "run_versions", "target_of"]
+__all__ = ["Capabilities", "RotationContext", "Rotator", "StepGuard", "run_versions", "target_of"]
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -36,6 +36,20 @@ class Capabilities:
     revokes: bool
 
 
+class StepGuard(Protocol):
+    """The running step's lease and time budget (given by the engine)."""
+
+    def check(self) -> None:
+        """Raise :class:`~rotation.errors.LeaseLost` unless this worker still holds the run's
+        lease (asked of the ledger), or :class:`~rotation.errors.StepBudgetExceeded` when the
+        step's budget is used up. Call it before every external action."""
+        ...
+
+    def remaining(self) -> float:
+        """Seconds left in the step's budget (an action's timeout must not exceed it)."""
+        ...
+
+
 @dataclass
 class RotationContext:
     """What a step may see: the secret, its backend, the run's token and the policy's settings."""
@@ -48,6 +62,20 @@ class RotationContext:
     target: Mapping[str, Any] = field(default_factory=dict)
     #: Reads another secret's current value (e.g. the admin credential a rotator needs).
     read_secret: Callable[[str], SecretValue] | None = None
+    #: The step's lease and budget; None outside the engine (no lease to check).
+    guard: StepGuard | None = None
+
+    def check_lease(self) -> None:
+        """Before an external action (SQL on the target, a call to an issuer): raise if this
+        worker lost the run's lease or the step's budget is used up."""
+        if self.guard is not None:
+            self.guard.check()
+
+    def time_left(self, cap: float) -> float:
+        """``cap`` seconds, or less when the step's budget ends sooner (at least 0.1)."""
+        if self.guard is None:
+            return cap
+        return max(0.1, min(cap, self.guard.remaining()))
 
     def current(self) -> SecretVersion:
         return self.provider.read(self.secret, stage=Stage.CURRENT)

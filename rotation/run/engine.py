@@ -3,11 +3,23 @@
 The lease is a compare-and-set UPDATE, so a redelivered or duplicated message for a run whose
 lease is live, whose state moved on, or whose wait has not ended does nothing. The caller (a
 Celery task, or a test) enqueues the next step only after this returns, i.e. after commit.
+
+Time rules (docs/rotation-run.md): every time compared here is the database's (the runtime's
+clock); a step runs within its budget (80% of the lease, ``rotation.config.step_limits``), and
+before every external action it asks the ledger whether it still holds the lease
+(:class:`StepLease`). A worker that lost its lease (frozen, then thawed after another worker
+took the run over) stops there and commits nothing: every commit is fenced by the lease's
+owner, which is unique per lease taken.
+
+The engine is the one writer of run transitions: steps (``advance``) and an operator's way out
+of ``needs_attention`` (``retry_run``, ``abandon_run``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,25 +29,34 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from rotation.access.audit import AuditEvent, transition_event
 from rotation.access.audit import append as audit_append
-from rotation.access.audit import transition_event
+from rotation.config import step_limits
+from rotation.errors import (
+    ConfigurationError,
+    LeaseLost,
+    NothingToResolve,
+    RotationError,
+    SecretNotFound,
+    StepBudgetExceeded,
+)
 from rotation.ledger.locks import RESTART_SLOTS, xact_lock
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
 from rotation.policy import Policy
 from rotation.policy.due import next_due
 from rotation.providers.base import Provider
-from rotation.rotators.base import RotationContext
+from rotation.rotators.base import RotationContext, StepGuard
 from rotation.run.notify import Notice, Notifier
 from rotation.run.retry import ExponentialBackoff, is_retryable
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
 from rotation.run.steps import FAILED_RETRY_DELAY, STEPS, StepInput, StepResult, rollback_where_safe
-from rotation.values import SecretValue
+from rotation.values import SecretValue, Stage
 
 if TYPE_CHECKING:
     from rotation.rollout import RolloutBus
 
-__all__ = ["Advance", "Engine", "PauseHook"]
+__all__ = ["Advance", "Engine", "PauseHook", "StepLease"]
 
 log = logging.getLogger("keyturn.engine")
 
@@ -46,6 +67,10 @@ PauseHook = Callable[[str, str], None]
 _MAX_ERROR_CHARS = 1000
 #: Pauses after each failed rollback try (at most ~2 s in all, well inside a lease).
 ROLLBACK_PAUSES = (0.2, 0.5, 1.0, 0.0)
+#: States whose work a removed policy's run undoes (after promotion it finishes instead).
+_BEFORE_PROMOTION = frozenset(
+    {RunState.PENDING, RunState.CREATED, RunState.APPLIED, RunState.TESTED}
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,71 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
+class StepLease:
+    """One lease taken on one run: the fence of every external action and of the commit.
+
+    ``owner`` is unique per lease taken (worker id + a nonce), so two leases of the same
+    process (threads) never pass for each other. The budget is measured on this host's
+    monotonic clock from just before the lease was taken, so it ends before the lease does
+    (database time), whatever this host's wall clock says."""
+
+    def __init__(self, engine: Engine, run_id: int, owner: str, started: float) -> None:
+        self._engine = engine
+        self.run_id = run_id
+        self.owner = owner
+        self._deadline = started + engine.limits.budget.total_seconds()
+
+    def remaining(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+    def check(self) -> None:
+        if time.monotonic() >= self._deadline:
+            budget = self._engine.limits.budget.total_seconds()
+            raise StepBudgetExceeded(
+                f"the step used up its time budget ({budget:g} s, 80% of the lease); "
+                "it is tried again"
+            )
+        if not self.held():
+            raise LeaseLost(
+                f"this worker no longer holds the lease of run {self.run_id}; another worker "
+                "took it over: stopping without any further action"
+            )
+
+    def held(self) -> bool:
+        """Whether the ledger still says this lease is ours and live (database time)."""
+        now = self._engine.runtime.clock()
+        with self._engine.runtime.ledger.sessions() as session:
+            found = session.execute(
+                select(Run.id).where(
+                    Run.id == self.run_id,
+                    Run.lease_owner == self.owner,
+                    Run.lease_expires_at > now,
+                )
+            ).first()
+        return found is not None
+
+    def renew(self) -> bool:
+        """Extend the lease by a full lease and restart the budget (before a rollback, which
+        needs time of its own); False when the lease is no longer ours."""
+        started = time.monotonic()
+        now = self._engine.runtime.clock()
+        with self._engine.runtime.ledger.transaction() as session:
+            renewed = session.execute(
+                update(Run)
+                .where(
+                    Run.id == self.run_id,
+                    Run.lease_owner == self.owner,
+                    Run.lease_expires_at > now,
+                )
+                .values(lease_expires_at=now + self._engine.lease)
+                .returning(Run.id)
+            ).first()
+        if renewed is None:
+            return False
+        self._deadline = started + self._engine.limits.budget.total_seconds()
+        return True
+
+
 class Engine:
     """Advances rotation runs one step at a time."""
 
@@ -77,6 +167,7 @@ class Engine:
     ) -> None:
         self.runtime = runtime
         self.lease = lease
+        self.limits = step_limits(lease)
         self.backoff = backoff or ExponentialBackoff()
         self.pause_hook = pause_hook
         self.notify = Notifier(runtime.environ)
@@ -85,9 +176,16 @@ class Engine:
     def _me(self) -> str:
         return self.runtime.worker_id
 
+    def _new_owner(self, who: str | None = None) -> str:
+        return f"{(who or self._me)[:180]}#{secrets.token_hex(4)}"
+
     # --- leasing ---------------------------------------------------------------------------
 
-    def _take_lease(self, run_id: int, expected: RunState | None, now: datetime) -> bool:
+    def _take_lease(
+        self, run_id: int, expected: RunState | None, now: datetime, owner: str | None = None
+    ) -> bool:
+        """Take the lease of an open run that is not leased and not waiting (``now``: the
+        database's time); counts an attempt of its current step."""
         conditions = [
             Run.id == run_id,
             Run.state.not_in([s.value for s in FINAL_STATES]),
@@ -101,7 +199,7 @@ class Engine:
                 update(Run)
                 .where(*conditions)
                 .values(
-                    lease_owner=self._me,
+                    lease_owner=owner or self._new_owner(),
                     lease_expires_at=now + self.lease,
                     attempt=Run.attempt + 1,
                     updated_at=now,
@@ -115,40 +213,53 @@ class Engine:
     def advance(self, run_id: int, expected: RunState | str | None = None) -> Advance:
         """Run the next step of ``run_id`` if this worker can take its lease."""
         expected_state = RunState(expected) if expected is not None else None
+        started = time.monotonic()
         now = self.runtime.clock()
-        if not self._take_lease(run_id, expected_state, now):
+        owner = self._new_owner()
+        if not self._take_lease(run_id, expected_state, now, owner):
             return Advance(run_id, expected_state, executed=False)
+        lease = StepLease(self, run_id, owner, started)
         with self.runtime.ledger.sessions() as session:
             run = session.get(Run, run_id)
             assert run is not None
             policy_row = session.get(PolicyRow, run.policy_name)
+            schedule = session.get(Schedule, run.secret)
         state = RunState(run.state)
         step_name, _ = STEPS[state]
-        if policy_row is None:
-            message = f"policy {run.policy_name!r} no longer exists"
-            return self._end(run, RunState.NEEDS_ATTENTION, step_name, None, message)
-        policy = self.runtime.policy(policy_row)
-        step = self.step_input(run, policy, now)
+        # setting the step up (policy, provider, rotator) can fail: that is an attempt too
+        try:
+            if policy_row is None:
+                raise ConfigurationError(f"policy {run.policy_name!r} no longer exists")
+            policy = self.runtime.policy(policy_row)
+            step = self.step_input(run, policy, now, guard=lease)
+        except Exception as exc:
+            return self._on_setup_error(run, state, step_name, exc, owner)
 
         if run.attempt > run.max_attempts:
             message = f"attempts exhausted at step {step_name} ({run.max_attempts})"
-            return self._give_up(run, state, step_name, step, message)
+            return self._give_up(run, state, step_name, step, message, lease)
+        removed = _removal(run, policy_row, schedule)
+        if removed is not None and state in _BEFORE_PROMOTION:
+            # governed no more: undo what is not yet live (a promoted value finishes its run)
+            return self._fail(run, state, step_name, step, removed, lease)
 
         self._pause(step_name, "before")
         try:
             result = STEPS[state][1](step)
         except Exception as exc:
-            return self._on_error(run, state, step_name, step, exc)
+            return self._on_error(run, state, step_name, step, exc, lease)
         self._pause(step_name, "after")
         if result.wait_until is not None:
-            return self._wait(run, state, step_name, result)
-        return self._transition(run, state, step_name, policy, result)
+            return self._wait(run, state, step_name, result, owner, now)
+        return self._transition(run, state, step_name, policy, result, owner)
 
     def _pause(self, step_name: str, phase: str) -> None:
         if self.pause_hook is not None:
             self.pause_hook(step_name, phase)
 
-    def step_input(self, run: Run, policy: Policy, now: datetime) -> StepInput:
+    def step_input(
+        self, run: Run, policy: Policy, now: datetime, guard: StepGuard | None = None
+    ) -> StepInput:
         """What the step leaving ``run``'s state gets (also used to roll a run back by hand)."""
         provider = self.runtime.provider(run.provider)
         context = RotationContext(
@@ -158,7 +269,10 @@ class Engine:
             generator=policy.generator,
             target=policy.target_settings(),
             read_secret=lambda name: provider.read(name).value,
+            guard=guard,
         )
+        owner = guard.owner if isinstance(guard, StepLease) else None
+        extra = {"guard": guard} if guard is not None else {}
         return StepInput(
             run_id=run.id,
             secret=run.secret,
@@ -171,8 +285,9 @@ class Engine:
             to_version=run.to_version,
             state_entered_at=run.state_entered_at,
             now=now,
-            services=_RunServices(self, run, provider),
+            services=_RunServices(self, run, provider, owner),
             step_data=dict(run.step_data or {}),
+            **extra,
         )
 
     # --- commits (each fenced by our lease) ------------------------------------------------
@@ -181,18 +296,20 @@ class Engine:
         self,
         run: Run,
         *,
+        owner: str,
         step_name: str,
         to_state: RunState,
         outcome: str,
         message: str | None,
         values: dict[str, object],
         schedule_update: Callable[[Session, datetime], None] | None = None,
+        audit: AuditEvent | None = None,
     ) -> bool:
         now = self.runtime.clock()
         with self.runtime.ledger.transaction() as session:
             changed = session.execute(
                 update(Run)
-                .where(Run.id == run.id, Run.lease_owner == self._me, Run.state == run.state)
+                .where(Run.id == run.id, Run.lease_owner == owner, Run.state == run.state)
                 .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
                 .returning(Run.id)
             ).first()
@@ -211,12 +328,14 @@ class Engine:
                     to_state=to_state.value,
                     outcome=outcome,
                     attempt=run.attempt,
-                    worker=self._me,
+                    worker=owner.split("#", 1)[0],
                     message=message,
                 )
             )
             if schedule_update is not None:
                 schedule_update(session, now)
+            if audit is not None:
+                audit_append(session, dataclasses.replace(audit, at=now))
             if to_state.value != run.state:  # audit: last, so the chain's lock is held briefly
                 event = transition_event(
                     run, to_state.value, step_name, outcome, message, now, values
@@ -240,7 +359,13 @@ class Engine:
         return True
 
     def _transition(
-        self, run: Run, state: RunState, step_name: str, policy: Policy, result: StepResult
+        self,
+        run: Run,
+        state: RunState,
+        step_name: str,
+        policy: Policy,
+        result: StepResult,
+        owner: str,
     ) -> Advance:
         new_state = NEXT_STATE[state]
         now = self.runtime.clock()
@@ -264,6 +389,7 @@ class Engine:
             schedule_update = self._reschedule(run, policy, rotated=True)
         committed = self._commit(
             run,
+            owner=owner,
             step_name=step_name,
             to_state=new_state,
             outcome="ok",
@@ -280,28 +406,102 @@ class Engine:
             enqueue=committed and new_state not in FINAL_STATES,
         )
 
-    def _wait(self, run: Run, state: RunState, step_name: str, result: StepResult) -> Advance:
+    def _wait(
+        self,
+        run: Run,
+        state: RunState,
+        step_name: str,
+        result: StepResult,
+        owner: str,
+        now: datetime,
+    ) -> Advance:
+        assert result.wait_until is not None
         # a wait is not a failed try: give the attempt back
         values: dict[str, object] = {
             "attempt": run.attempt - 1,
             "next_attempt_at": result.wait_until,
             "enqueued_at": None,
         }
+        # a wait that has already ended (a restart wave done, the next one due) goes on at once
+        go_on = result.wait_until <= now
+        if go_on:
+            values["enqueued_at"] = now
         if result.step_data is not None:
             values["step_data"] = result.step_data
-        self._commit(
+        committed = self._commit(
             run,
+            owner=owner,
             step_name=step_name,
             to_state=state,
             outcome="wait",
             message=result.note or f"waiting until {result.wait_until:%Y-%m-%dT%H:%M:%SZ}",
             values=values,
         )
-        return Advance(run.id, state, executed=True, wait_until=result.wait_until)
+        return Advance(
+            run.id,
+            state,
+            executed=True,
+            enqueue=committed and go_on,
+            wait_until=None if go_on else result.wait_until,
+        )
+
+    def _lost(self, run: Run, step_name: str, exc: BaseException) -> Advance:
+        log.warning(
+            "run %s step %s stopped: %s",
+            run.id,
+            step_name,
+            exc,
+            extra={"action": "run.lease_lost", "run_id": run.id, "step": step_name},
+        )
+        return Advance(run.id, RunState(run.state), executed=True)
+
+    def _on_setup_error(
+        self, run: Run, state: RunState, step_name: str, exc: Exception, owner: str
+    ) -> Advance:
+        """The step could not be set up (its policy, provider or rotator): an attempt like any
+        other, retried after a backoff (another worker, or a fixed configuration, may manage);
+        once the attempts are used up the run needs a human. Nothing ran, so nothing is undone."""
+        error = f"cannot set up step {step_name}: {_describe(exc)}"
+        log.warning(
+            "run %s %s",
+            run.id,
+            error,
+            extra={"action": "run.setup_failed", "run_id": run.id, "step": step_name},
+        )
+        if run.attempt >= run.max_attempts:
+            message = (
+                f"{error}; attempts exhausted ({run.max_attempts}); nothing was rolled back "
+                "(the step could not be set up)"
+            )
+            return self._end(run, RunState.NEEDS_ATTENTION, step_name, None, message, owner)
+        return self._retry_later(run, state, step_name, error, owner)
+
+    def _retry_later(
+        self, run: Run, state: RunState, step_name: str, error: str, owner: str
+    ) -> Advance:
+        wait_until = self.runtime.clock() + self.backoff.delay(max(1, run.attempt))
+        self._commit(
+            run,
+            owner=owner,
+            step_name=step_name,
+            to_state=state,
+            outcome="retry",
+            message=error,
+            values={"next_attempt_at": wait_until, "enqueued_at": None, "last_error": error},
+        )
+        return Advance(run.id, state, executed=True, wait_until=wait_until)
 
     def _on_error(
-        self, run: Run, state: RunState, step_name: str, step: StepInput, exc: Exception
+        self,
+        run: Run,
+        state: RunState,
+        step_name: str,
+        step: StepInput,
+        exc: Exception,
+        lease: StepLease,
     ) -> Advance:
+        if isinstance(exc, LeaseLost):
+            return self._lost(run, step_name, exc)
         error = _describe(exc)
         log.warning(
             "run %s step %s failed: %s",
@@ -311,19 +511,10 @@ class Engine:
             extra={"action": "run.step_failed", "run_id": run.id, "step": step_name},
         )
         if not is_retryable(exc):
-            return self._fail(run, state, step_name, step, error)
+            return self._fail(run, state, step_name, step, error, lease)
         if run.attempt >= run.max_attempts:
-            return self._give_up(run, state, step_name, step, error)
-        wait_until = self.runtime.clock() + self.backoff.delay(run.attempt)
-        self._commit(
-            run,
-            step_name=step_name,
-            to_state=state,
-            outcome="retry",
-            message=error,
-            values={"next_attempt_at": wait_until, "enqueued_at": None, "last_error": error},
-        )
-        return Advance(run.id, state, executed=True, wait_until=wait_until)
+            return self._give_up(run, state, step_name, step, error, lease)
+        return self._retry_later(run, state, step_name, error, lease.owner)
 
     def _rollback(self, state: RunState, step: StepInput) -> tuple[bool, str]:
         """Roll back where safe, trying a flaky backend a few times (each part is idempotent);
@@ -332,6 +523,8 @@ class Engine:
         for pause in ROLLBACK_PAUSES:
             try:
                 return True, rollback_where_safe(step, state)
+            except LeaseLost:
+                raise
             except Exception as exc:
                 error = exc
                 if not is_retryable(exc):
@@ -341,24 +534,57 @@ class Engine:
         return False, f"rollback incomplete ({_describe(error)})"
 
     def _fail(
-        self, run: Run, state: RunState, step_name: str, step: StepInput, error: str
+        self,
+        run: Run,
+        state: RunState,
+        step_name: str,
+        step: StepInput,
+        error: str,
+        lease: StepLease,
     ) -> Advance:
-        rolled_back, note = self._rollback(state, step)
+        # the rollback gets a budget of its own, under a renewed lease
+        if not lease.renew():
+            return self._lost(run, step_name, LeaseLost("lease lost before the rollback"))
+        try:
+            rolled_back, note = self._rollback(state, step)
+        except LeaseLost as exc:
+            return self._lost(run, step_name, exc)
         final = RunState.FAILED if rolled_back else RunState.NEEDS_ATTENTION
-        return self._end(run, final, step_name, step.policy, f"{error}; {note}")
+        message = f"{error}; {note}"
+        return self._end(run, final, step_name, step.policy, message, lease.owner)
 
     def _give_up(
-        self, run: Run, state: RunState, step_name: str, step: StepInput, error: str
+        self,
+        run: Run,
+        state: RunState,
+        step_name: str,
+        step: StepInput,
+        error: str,
+        lease: StepLease,
     ) -> Advance:
-        _, note = self._rollback(state, step)
-        return self._end(run, RunState.NEEDS_ATTENTION, step_name, step.policy, f"{error}; {note}")
+        if not lease.renew():
+            return self._lost(run, step_name, LeaseLost("lease lost before the rollback"))
+        try:
+            _, note = self._rollback(state, step)
+        except LeaseLost as exc:
+            return self._lost(run, step_name, exc)
+        message = f"{error}; {note}"
+        final = RunState.NEEDS_ATTENTION
+        return self._end(run, final, step_name, step.policy, message, lease.owner)
 
     def _end(
-        self, run: Run, final: RunState, step_name: str, policy: Policy | None, message: str
+        self,
+        run: Run,
+        final: RunState,
+        step_name: str,
+        policy: Policy | None,
+        message: str,
+        owner: str,
     ) -> Advance:
         now = self.runtime.clock()
         committed = self._commit(
             run,
+            owner=owner,
             step_name=step_name,
             to_state=final,
             outcome="failed",
@@ -381,7 +607,7 @@ class Engine:
         return Advance(run.id, final, executed=True)
 
     def _reschedule(
-        self, run: Run, policy: Policy, *, rotated: bool
+        self, run: Run, policy: Policy, *, rotated: bool, retry_after: timedelta | None = None
     ) -> Callable[[Session, datetime], None]:
         def apply(session: Session, now: datetime) -> None:
             schedule = session.execute(
@@ -392,20 +618,255 @@ class Engine:
             schedule.last_run_id = run.id
             if rotated:
                 schedule.last_rotated_at = now
+            if schedule.removed_at is not None:
+                return  # kept for its history; never due while removed
+            if rotated:
                 schedule.next_due_at = next_due(policy, run.secret, now, now)
             else:
-                schedule.next_due_at = now + FAILED_RETRY_DELAY
+                schedule.next_due_at = now + (retry_after or FAILED_RETRY_DELAY)
 
         return apply
+
+    # --- a human's way out of needs_attention --------------------------------------------
+
+    def _take_resolve_lease(self, run_id: int, actor: str) -> tuple[Run, str]:
+        """The lease of a run in ``needs_attention`` for an operator's action (no step of a
+        final run ever runs, but two operators must not resolve it at once)."""
+        owner = self._new_owner(f"resolve:{actor}@{self._me}")
+        now = self.runtime.clock()
+        with self.runtime.ledger.transaction() as session:
+            taken = session.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    Run.state == RunState.NEEDS_ATTENTION.value,
+                    or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+                )
+                .values(lease_owner=owner, lease_expires_at=now + self.lease)
+                .returning(Run.id)
+            ).first()
+            run = session.get(Run, run_id)
+        if taken is None or run is None:
+            raise NothingToResolve(
+                f"run {run_id} does not need attention (any more), or another operator is "
+                "resolving it right now"
+            )
+        return run, owner
+
+    def _release(self, run: Run, owner: str) -> None:
+        with self.runtime.ledger.transaction() as session:
+            session.execute(
+                update(Run)
+                .where(Run.id == run.id, Run.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    def stopped_state(self, run: Run) -> RunState:
+        """The state a run was in when it ended (its last event into ``needs_attention``)."""
+        with self.runtime.ledger.sessions() as session:
+            stopped = session.scalar(
+                select(RunEvent.from_state)
+                .where(RunEvent.run_id == run.id, RunEvent.to_state == run.state)
+                .order_by(RunEvent.id.desc())
+                .limit(1)
+            )
+        return RunState(stopped) if stopped and stopped not in _FINAL_VALUES else RunState.PENDING
+
+    def _resolve_input(self, run: Run, owner: str, started: float) -> StepInput:
+        with self.runtime.ledger.sessions() as session:
+            row = session.get(PolicyRow, run.policy_name)
+        if row is None:
+            raise ConfigurationError(
+                f"policy {run.policy_name!r} of run {run.id} no longer exists in the ledger; "
+                "nothing was changed"
+            )
+        policy = self.runtime.policy(row)
+        try:
+            guard = StepLease(self, run.id, owner, started)
+            return self.step_input(run, policy, self.runtime.clock(), guard)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"cannot reach the backend of run {run.id} from here ({exc.message}); run the "
+                "command where the workers' settings are"
+            ) from None
+
+    def retry_run(self, run_id: int, actor: str) -> tuple[Advance, str]:
+        """Resume a run that needs attention from the step it stopped at; the caller enqueues
+        ``advance`` (``Advance.enqueue``). Returns that and a note of where it resumes.
+
+        The backend tells where that is: a run stopped before promotion whose pending value is
+        still staged resumes at ``apply`` (apply and test are redone: a partial undo may have
+        touched the target); one stopped after promotion whose value is still current resumes
+        where it stopped. A run whose work was undone (its give-up rolled back) starts again
+        from ``create`` under a new token, once what is left of it is rolled back."""
+        started = time.monotonic()
+        run, owner = self._take_resolve_lease(run_id, actor)
+        try:
+            stopped = self.stopped_state(run)
+            step = self._resolve_input(run, owner, started)
+            resume, note, fresh = self._resume_point(run, stopped, step)
+        except BaseException:
+            self._release(run, owner)
+            raise
+        now = self.runtime.clock()
+        values: dict[str, object] = {
+            "state": resume.value,
+            "attempt": 0,
+            "next_attempt_at": None,
+            "enqueued_at": now,
+            "finished_at": None,
+            "last_error": None,
+            "state_entered_at": self._entered_at(run, resume) or now,
+        }
+        if fresh:
+            values.update(
+                token=secrets.token_hex(16), from_version=None, to_version=None, step_data=None
+            )
+        message = f"retried by {actor}: {note}"
+        committed = self._commit(
+            run,
+            owner=owner,
+            step_name="resolve",
+            to_state=resume,
+            outcome="ok",
+            message=message,
+            values=values,
+            audit=self._resolve_audit(run, "run.retry", actor, message),
+        )
+        if not committed:
+            raise NothingToResolve(f"run {run.id} changed while it was being resolved; look again")
+        return Advance(run.id, resume, executed=True, enqueue=True), note
+
+    def _resume_point(
+        self, run: Run, stopped: RunState, step: StepInput
+    ) -> tuple[RunState, str, bool]:
+        """Where to resume, why, and whether the run starts over under a new token."""
+
+        def token_of(stage: Stage) -> str | None:
+            try:
+                return step.provider.read(run.secret, stage=stage).token
+            except SecretNotFound:
+                return None
+
+        if stopped in (RunState.PROMOTED, RunState.RESTARTED, RunState.RETIRED):
+            if token_of(Stage.CURRENT) == run.token:
+                return stopped, f"resuming at {stopped.value}", False
+        elif stopped in (RunState.CREATED, RunState.APPLIED, RunState.TESTED):
+            if token_of(Stage.PENDING) == run.token:
+                return RunState.CREATED, "resuming at created (apply and test are redone)", False
+        elif token_of(Stage.PENDING) == run.token:
+            return RunState.PENDING, "resuming at pending (its value is staged)", False
+        undo_from = stopped if stopped in _BEFORE_PROMOTION else RunState.PROMOTED
+        note = rollback_where_safe(step, undo_from)
+        return RunState.PENDING, f"starting over with a new token ({note})", True
+
+    def _entered_at(self, run: Run, state: RunState) -> datetime | None:
+        """When the run last entered ``state`` (so a resumed retire keeps its grace)."""
+        with self.runtime.ledger.sessions() as session:
+            return session.scalar(
+                select(RunEvent.at)
+                .where(
+                    RunEvent.run_id == run.id,
+                    RunEvent.to_state == state.value,
+                    RunEvent.outcome == "ok",
+                )
+                .order_by(RunEvent.id.desc())
+                .limit(1)
+            )
+
+    def abandon_run(self, run_id: int, actor: str, retry_after: timedelta) -> str:
+        """Roll a run that needs attention back where safe and end it ``failed``; the schedule
+        tries the secret again after ``retry_after``. Returns the rollback's note. When the
+        rollback fails the run keeps needing attention (the error says why)."""
+        started = time.monotonic()
+        run, owner = self._take_resolve_lease(run_id, actor)
+        try:
+            stopped = self.stopped_state(run)
+            step = self._resolve_input(run, owner, started)
+        except BaseException:
+            self._release(run, owner)
+            raise
+        try:
+            note = rollback_where_safe(step, stopped)
+        except Exception as exc:
+            error = f"abandon by {actor} incomplete: rollback failed ({_describe(exc)})"
+            self._commit(
+                run,
+                owner=owner,
+                step_name="resolve",
+                to_state=RunState.NEEDS_ATTENTION,
+                outcome="failed",
+                message=error,
+                values={"last_error": error[:_MAX_ERROR_CHARS]},
+                audit=self._resolve_audit(run, "run.abandon", actor, error, failed=exc),
+            )
+            raise RotationError(f"{error}; run {run.id} still needs attention") from exc
+        now = self.runtime.clock()
+        message = f"abandoned by {actor}: {note}"
+        policy = step.policy
+        committed = self._commit(
+            run,
+            owner=owner,
+            step_name="resolve",
+            to_state=RunState.FAILED,
+            outcome="rollback",
+            message=message,
+            values={
+                "state": RunState.FAILED.value,
+                "state_entered_at": now,
+                "finished_at": now,
+                "last_error": message[:_MAX_ERROR_CHARS],
+                "next_attempt_at": None,
+                "enqueued_at": None,
+            },
+            schedule_update=self._reschedule(run, policy, rotated=False, retry_after=retry_after),
+            audit=self._resolve_audit(run, "run.abandon", actor, message),
+        )
+        if not committed:
+            raise NothingToResolve(f"run {run.id} changed while it was being resolved; look again")
+        return note
+
+    @staticmethod
+    def _resolve_audit(
+        run: Run, action: str, actor: str, detail: str, failed: Exception | None = None
+    ) -> AuditEvent:
+        return AuditEvent(
+            action=action,
+            actor=actor,
+            outcome=f"error:{type(failed).__name__}" if failed is not None else "ok",
+            secret=run.secret,
+            run_id=run.id,
+            detail=detail[:500],
+        )
+
+
+_FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
+
+
+def _removal(run: Run, policy: PolicyRow | None, schedule: Schedule | None) -> str | None:
+    """Why ``run``'s secret is governed no more (its policy, or its place in it, was removed
+    for good), or None."""
+    if policy is not None and policy.removed_at is not None:
+        return f"policy {run.policy_name!r} was removed"
+    if (
+        schedule is not None
+        and schedule.policy_name == run.policy_name
+        and schedule.removed_at is not None
+    ):
+        return f"policy {run.policy_name!r} no longer governs {run.secret!r}"
+    return None
 
 
 class _RunServices:
     """The engine's answers to a step's requests (StepServices), for one run."""
 
-    def __init__(self, engine: Engine, run: Run, provider: Provider) -> None:
+    def __init__(
+        self, engine: Engine, run: Run, provider: Provider, owner: str | None = None
+    ) -> None:
         self._engine = engine
         self._run = run
         self._provider = provider
+        self._owner = owner
 
     def bus(self) -> RolloutBus:
         return self._engine.runtime.rollout_bus()
@@ -429,7 +890,7 @@ class _RunServices:
             data = {**(run.step_data or {}), "slot": True}
             claimed = session.execute(
                 update(Run)
-                .where(Run.id == run.id, Run.lease_owner == self._engine.runtime.worker_id)
+                .where(Run.id == run.id, Run.lease_owner == self._owner)
                 .values(step_data=data)
                 .returning(Run.id)
             ).first()

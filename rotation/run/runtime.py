@@ -28,6 +28,8 @@ Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
+    """This host's clock: for log lines and measuring, never for a decision (use the runtime's
+    ``clock``, the database's time)."""
     return datetime.now(UTC)
 
 
@@ -39,13 +41,16 @@ class Runtime:
         ledger: Ledger,
         *,
         environ: Mapping[str, str] | None = None,
-        clock: Clock = utcnow,
+        clock: Clock | None = None,
         worker_id: str | None = None,
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
         self.ledger = ledger
         self.environ = dict(os.environ if environ is None else environ)
-        self.clock = clock
+        #: The one clock of every decision (leases, due claims, waits, stall detection): the
+        #: database's (``Ledger.now``), so a worker whose own clock is off cannot steal a lease
+        #: or start a rotation early. Tests and simulations give a clock of their own.
+        self.clock: Clock = clock or ledger.now
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.default_provider = Settings.from_env(self.environ).provider
         self._providers: dict[str, Provider] = dict(providers or {})

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from rotation.policy import Policy
 from rotation.providers.base import Provider
-from rotation.rotators.base import RotationContext, Rotator
+from rotation.rotators.base import RotationContext, Rotator, StepGuard
 from rotation.values import SecretValue
 
 if TYPE_CHECKING:
@@ -33,6 +33,31 @@ class StepServices(Protocol):
         ...
 
 
+class _Unguarded:
+    """No lease to check (a step input built outside the engine)."""
+
+    def check(self) -> None:
+        return None
+
+    def remaining(self) -> float:
+        return float("inf")
+
+
+_UNGUARDED = _Unguarded()
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step achieved: done (move on), or wait until ``wait_until`` and ask again."""
+
+    wait_until: datetime | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    note: str | None = None
+    #: Progress to keep across waits (None: leave as is; {}: clear).
+    step_data: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class StepInput:
     """Everything a step may use; no secret value is kept here."""
@@ -50,15 +75,6 @@ class StepInput:
     now: datetime
     services: StepServices
     step_data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What a step achieved: done (move on), or wait until ``wait_until`` and ask again."""
-
-    wait_until: datetime | None = None
-    from_version: str | None = None
-    to_version: str | None = None
-    note: str | None = None
-    #: Progress to keep across waits (None: leave as is; {}: clear).
-    step_data: dict[str, Any] | None = None
+    #: The step's lease and budget: ``guard.check()`` before every external action (a backend
+    #: write, a restart command, a webhook), timeouts capped by ``guard.remaining()``.
+    guard: StepGuard = field(default=_UNGUARDED)

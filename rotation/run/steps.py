@@ -17,14 +17,17 @@ __all__ = ["STEPS", "StepInput", "StepResult", "rollback_where_safe"]
 
 def create(step: StepInput) -> StepResult:
     """Store a new value as PENDING under the run's token (persist before apply)."""
+    current = step.provider.read(step.secret)
     try:
         pending = step.provider.read(step.secret, stage=Stage.PENDING)
         if pending.token == step.token:
-            return StepResult(from_version=step.from_version, note="pending already staged")
+            # staged by an earlier try whose commit never happened: the version it replaces is
+            # still current (the retire step's guard needs it)
+            return StepResult(from_version=current.version_id, note="pending already staged")
     except SecretNotFound:
         pass
-    current = step.provider.read(step.secret)
     value = step.rotator.create(step.context, current.value)
+    step.guard.check()
     try:
         step.provider.stage_pending(step.secret, value, token=step.token)
     except VersionConflict:
@@ -35,17 +38,20 @@ def create(step: StepInput) -> StepResult:
 
 
 def apply(step: StepInput) -> StepResult:
+    step.guard.check()
     step.rotator.apply(step.context)
     return StepResult()
 
 
 def test(step: StepInput) -> StepResult:
+    step.guard.check()
     step.rotator.test(step.context)
     return StepResult()
 
 
 def promote(step: StepInput) -> StepResult:
     """Pending becomes current; the old value stays valid as PREVIOUS (dual-publish)."""
+    step.guard.check()
     return StepResult(to_version=step.provider.promote(step.secret, token=step.token))
 
 
@@ -59,6 +65,7 @@ def retire(step: StepInput) -> StepResult:
         return StepResult(note="no previous version to retire")
     if step.from_version is not None and previous.version_id != step.from_version:
         return StepResult(note="previous version changed since the run started; left as is")
+    step.guard.check()
     step.rotator.retire(step.context, previous.value)
     return StepResult()
 
@@ -89,11 +96,15 @@ def rollback_where_safe(step: StepInput, state: RunState) -> str:
         return "no rollback: the new value is current and the old one may be revoked"
     current = step.provider.read(step.secret)
     if current.token == step.token:
+        step.guard.check()
         step.provider.rollback(step.secret, token=step.token)
+        step.guard.check()
         step.rotator.undo(step.context)
         return "rolled back: the previous version is current again"
     if state is not RunState.PENDING:
+        step.guard.check()
         step.rotator.undo(step.context)  # while the pending value is still readable
+    step.guard.check()
     step.provider.discard_pending(step.secret, token=step.token)
     return "rolled back: the pending value was discarded"
 

@@ -1,8 +1,15 @@
 """The dispatcher tick: sync policies, start runs for due secrets, re-enqueue stalled runs.
 
-Postgres is the clock: due-ness is ``schedules.next_due_at``, claimed with a conditional UPDATE,
-so two beats (or two ticks at once) never start the same rotation twice, and a restarted beat
-neither resets a clock nor fires early. Every query here is indexed and touches only due rows.
+Postgres is the clock: due-ness is ``schedules.next_due_at``, claimed with a conditional UPDATE
+against the database's time (the runtime's clock), so two beats (or two ticks at once) never
+start the same rotation twice, and neither a restarted beat nor a worker whose clock runs ahead
+fires early. Every query here is indexed and touches only due rows. Each tick records itself in
+``dispatcher_ticks`` (``rotation.ledger.ticks``).
+
+Nothing is deleted when a policy or a secret goes away: its absence is noted (``missing_since``)
+and acted on only once it lasted ``removal_grace`` (``removed_at``); a removed schedule keeps its
+``last_rotated_at``, so a policy that comes back resumes its history. A glob listing that comes
+back short removes nothing: a scheduled secret it lacks is read directly, and kept if it exists.
 """
 
 from __future__ import annotations
@@ -14,13 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rotation.errors import PolicyError
+from rotation.errors import PolicyError, SecretNotFound
 from rotation.ledger.locks import POLICY_SYNC, xact_lock
 from rotation.ledger.models import PolicyRow, Run, Schedule
+from rotation.ledger.ticks import record_tick
 from rotation.policy import Policy, load_policies
 from rotation.policy.due import in_window, next_due, next_window_start
 from rotation.run.runtime import Runtime
@@ -31,6 +39,7 @@ __all__ = ["Dispatcher", "TickReport", "new_run"]
 log = logging.getLogger("keyturn.dispatcher")
 
 _OPEN_STATES_SQL = "runs.state NOT IN ('succeeded', 'failed', 'needs_attention')"
+_ACTIVE_STATES_SQL = "runs.state NOT IN ('succeeded', 'failed')"
 
 
 @dataclass
@@ -106,12 +115,14 @@ class Dispatcher:
         batch: int = 1000,
         redeliver_after: timedelta = timedelta(seconds=60),
         glob_refresh: timedelta = timedelta(minutes=5),
+        removal_grace: timedelta = timedelta(minutes=15),
     ) -> None:
         self.runtime = runtime
         self.schedules_dir = Path(schedules_dir)
         self.batch = batch
         self.redeliver_after = redeliver_after
         self.glob_refresh = glob_refresh
+        self.removal_grace = removal_grace
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self._last_sync: datetime | None = None
         self._reported_errors: set[str] = set()
@@ -119,6 +130,8 @@ class Dispatcher:
     def tick(self) -> TickReport:
         report = TickReport()
         now = self.runtime.clock()
+        with self.runtime.ledger.transaction() as session:
+            record_tick(session, now, self.runtime.worker_id)
         self.sync_policies(now, report)
         self.start_due_runs(now, report)
         self.recover_stalled(now, report)
@@ -184,12 +197,37 @@ class Dispatcher:
                 if row is None or row.spec_hash != policy.spec_hash:
                     changed.append(policy)
                     self._upsert_policy(session, row, policy, now)
+                elif row.missing_since is not None or row.removed_at is not None:
+                    changed.append(policy)  # back: its schedules are restored
+                    row.missing_since = row.removed_at = None
+                    log.info("policy back", extra={"action": "policy.back", "policy": policy.name})
             for name, row in rows.items():
                 if name not in wanted and _source_file(row.source) not in broken_files:
-                    session.delete(row)
-                    log.info("policy removed", extra={"action": "policy.removed", "policy": name})
+                    self._absent_policy(session, row, now)
             session.flush()
-            self._sync_schedules(session, policies, changed, now, refresh_globs=refresh_globs)
+            self._sync_schedules(session, policies, changed, rows, now, refresh_globs=refresh_globs)
+
+    def _absent_policy(self, session: Session, row: PolicyRow, now: datetime) -> None:
+        """Note a policy missing from the files; remove it once that lasted the grace."""
+        if row.removed_at is not None:
+            return
+        if row.missing_since is None:
+            row.missing_since = now
+            log.warning(
+                "policy missing from the files; removed if still missing after %s",
+                self.removal_grace,
+                extra={"action": "policy.missing", "policy": row.name},
+            )
+            return
+        if now - row.missing_since < self.removal_grace:
+            return
+        row.removed_at = now
+        session.execute(
+            update(Schedule)
+            .where(Schedule.policy_name == row.name, Schedule.removed_at.is_(None))
+            .values(removed_at=now, next_due_at=None)
+        )
+        log.info("policy removed", extra={"action": "policy.removed", "policy": row.name})
 
     def _upsert_policy(
         self, session: Session, row: PolicyRow | None, policy: Policy, now: datetime
@@ -210,6 +248,7 @@ class Dispatcher:
         else:
             row.source, row.spec, row.spec_hash = source, spec, policy.spec_hash
             row.paused, row.updated_at = policy.paused, now
+            row.missing_since = row.removed_at = None
         log.info("policy synced", extra={"action": "policy.synced", "policy": policy.name})
 
     def _secrets_of(self, policy: Policy) -> list[str]:
@@ -219,19 +258,29 @@ class Dispatcher:
         names = self.runtime.provider(policy.provider).list()
         return sorted({n for n in names if policy.matches(n)} | set(exact))
 
+    def _still_exists(self, policy: Policy, secret: str) -> bool:
+        """Whether a secret a glob listing lacked is really gone (read it; unsure: keep it)."""
+        try:
+            self.runtime.provider(policy.provider).read(secret)
+        except SecretNotFound:
+            return False
+        except Exception:
+            return True
+        return True
+
     def _sync_schedules(
         self,
         session: Session,
         policies: Iterable[Policy],
         changed: list[Policy],
+        rows: dict[str, PolicyRow],
         now: datetime,
         *,
         refresh_globs: bool,
     ) -> None:
         changed_names = {p.name for p in changed}
         for policy in policies:
-            has_glob = any(Policy.is_glob(p) for p in policy.patterns)
-            if policy.name not in changed_names and not (has_glob and refresh_globs):
+            if policy.name not in changed_names and not refresh_globs:
                 continue
             try:
                 secrets = set(self._secrets_of(policy))
@@ -243,37 +292,96 @@ class Dispatcher:
                     extra={"action": "policy.list_failed", "policy": policy.name},
                 )
                 continue
+            mine = select(Schedule).where(Schedule.policy_name == policy.name)
+            owned = {s.secret: s for s in session.scalars(mine)}
+            for secret, schedule in owned.items():  # a short listing never removes a schedule
+                if (
+                    secret not in secrets
+                    and schedule.removed_at is None
+                    and policy.matches(secret)
+                    and self._still_exists(policy, secret)
+                ):
+                    secrets.add(secret)
             existing = {
                 s.secret: s
                 for s in session.scalars(select(Schedule).where(Schedule.secret.in_(secrets)))
             }
             for secret in sorted(secrets):
-                schedule = existing.get(secret)
-                if schedule is None:
-                    session.add(
-                        Schedule(
-                            secret=secret,
-                            policy_name=policy.name,
-                            next_due_at=next_due(policy, secret, None, now),
-                        )
-                    )
-                elif schedule.policy_name != policy.name:
-                    log.error(
-                        "secret %s is claimed by policies %s and %s; keeping %s",
-                        secret,
-                        schedule.policy_name,
-                        policy.name,
-                        schedule.policy_name,
-                        extra={"action": "policy.conflict", "secret": secret},
-                    )
-                elif policy.name in changed_names and schedule.next_due_at is not None:
-                    schedule.next_due_at = next_due(policy, secret, schedule.last_rotated_at, now)
-            session.execute(
-                delete(Schedule).where(
-                    Schedule.policy_name == policy.name,
-                    Schedule.secret.not_in(secrets),
-                    Schedule.next_due_at.is_not(None),
+                self._claim(session, policy, secret, existing.get(secret), rows, changed_names, now)
+            for secret, schedule in owned.items():
+                if secret not in secrets:
+                    self._absent_schedule(schedule, now)
+
+    def _claim(
+        self,
+        session: Session,
+        policy: Policy,
+        secret: str,
+        schedule: Schedule | None,
+        rows: dict[str, PolicyRow],
+        changed_names: set[str],
+        now: datetime,
+    ) -> None:
+        """``policy`` governs ``secret``: create, restore, adopt or reschedule its schedule."""
+        if schedule is None:
+            session.add(
+                Schedule(
+                    secret=secret,
+                    policy_name=policy.name,
+                    next_due_at=next_due(policy, secret, None, now),
                 )
+            )
+            return
+        if schedule.policy_name != policy.name:
+            owner = rows.get(schedule.policy_name)
+            gone = owner is None or owner.missing_since is not None or owner.removed_at is not None
+            if not (gone or schedule.removed_at is not None):
+                log.error(
+                    "secret %s is claimed by policies %s and %s; keeping %s",
+                    secret,
+                    schedule.policy_name,
+                    policy.name,
+                    schedule.policy_name,
+                    extra={"action": "policy.conflict", "secret": secret},
+                )
+                return
+            # its policy went away: adopt it, history and all
+            log.info(
+                "secret %s moves from policy %s to %s",
+                secret,
+                schedule.policy_name,
+                policy.name,
+                extra={"action": "policy.adopted", "secret": secret},
+            )
+            schedule.policy_name = policy.name
+            self._restore(session, policy, schedule, now)
+        elif schedule.removed_at is not None or schedule.missing_since is not None:
+            self._restore(session, policy, schedule, now)
+        elif policy.name in changed_names and schedule.next_due_at is not None:
+            schedule.next_due_at = next_due(policy, secret, schedule.last_rotated_at, now)
+
+    def _restore(self, session: Session, policy: Policy, schedule: Schedule, now: datetime) -> None:
+        """A schedule governed again: due from its last rotation, unless a run holds it."""
+        was_removed = schedule.removed_at is not None
+        schedule.missing_since = schedule.removed_at = None
+        held = session.scalar(
+            select(Run.id).where(Run.secret == schedule.secret, text(_ACTIVE_STATES_SQL)).limit(1)
+        )
+        if held is None and (was_removed or schedule.next_due_at is not None):
+            schedule.next_due_at = next_due(policy, schedule.secret, schedule.last_rotated_at, now)
+
+    def _absent_schedule(self, schedule: Schedule, now: datetime) -> None:
+        """Note a secret its policy no longer claims; remove it once that lasted the grace."""
+        if schedule.removed_at is not None:
+            return
+        if schedule.missing_since is None:
+            schedule.missing_since = now
+        elif now - schedule.missing_since >= self.removal_grace:
+            schedule.removed_at = now
+            schedule.next_due_at = None
+            log.info(
+                "schedule removed",
+                extra={"action": "schedule.removed", "secret": schedule.secret},
             )
 
     # --- 2. due runs ---------------------------------------------------------------------
@@ -285,7 +393,14 @@ class Dispatcher:
             due = session.execute(
                 select(Schedule.secret, PolicyRow)
                 .join(PolicyRow, PolicyRow.name == Schedule.policy_name)
-                .where(Schedule.next_due_at <= now, PolicyRow.paused.is_(False))
+                .where(
+                    Schedule.next_due_at <= now,
+                    Schedule.missing_since.is_(None),
+                    Schedule.removed_at.is_(None),
+                    PolicyRow.paused.is_(False),
+                    PolicyRow.missing_since.is_(None),
+                    PolicyRow.removed_at.is_(None),
+                )
                 .order_by(Schedule.next_due_at)
                 .limit(self.batch)
             ).all()

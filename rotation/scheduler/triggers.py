@@ -56,9 +56,10 @@ def rotate_now(runtime: Runtime, secret: str, *, actor: str, trigger: str = "man
         schedule = session.execute(
             select(Schedule).where(Schedule.secret == secret).with_for_update()
         ).scalar_one_or_none()
-        if schedule is None:
-            # a secret created since the last glob re-listing: adopt it now if a policy matches
-            schedule = _adopt(runtime, session, secret)
+        if schedule is None or schedule.removed_at is not None:
+            # a secret created since the last glob re-listing (or one whose policy was removed):
+            # adopt it now if a policy matches
+            schedule = _adopt(runtime, session, secret, schedule)
         row = session.get(PolicyRow, schedule.policy_name)
         assert row is not None  # schedules cascade with their policy
         run = new_run(
@@ -81,11 +82,13 @@ def rotate_now(runtime: Runtime, secret: str, *, actor: str, trigger: str = "man
         return Triggered(secret, run.id, True, run.state)
 
 
-def _adopt(runtime: Runtime, session: Session, secret: str) -> Schedule:
-    """The schedule of a secret no sync has seen yet, under the policy whose patterns match it
-    (an exact name wins over a glob); the secret must exist in that policy's backend."""
+def _adopt(runtime: Runtime, session: Session, secret: str, removed: Schedule | None) -> Schedule:
+    """The schedule of a secret no sync has seen yet (or whose schedule was removed, kept with
+    its history), under the policy whose patterns match it (an exact name wins over a glob);
+    the secret must exist in that policy's backend."""
     exact, globbed = [], []
-    for row in session.scalars(select(PolicyRow).order_by(PolicyRow.name)):
+    live = select(PolicyRow).where(PolicyRow.removed_at.is_(None)).order_by(PolicyRow.name)
+    for row in session.scalars(live):
         policy = runtime.policy(row)
         if secret in policy.patterns:
             exact.append(row)
@@ -101,6 +104,9 @@ def _adopt(runtime: Runtime, session: Session, secret: str) -> Schedule:
         raise ConfigurationError(f"No rotation policy governs secret {secret!r}: {detail}.")
     row = candidates[0]
     runtime.provider(runtime.policy(row).provider).read(secret)  # SecretNotFound if absent
+    if removed is not None:
+        removed.policy_name, removed.missing_since, removed.removed_at = row.name, None, None
+        return removed
     schedule = Schedule(secret=secret, policy_name=row.name, next_due_at=None)
     session.add(schedule)
     session.flush()
@@ -112,7 +118,9 @@ def matching_secrets(runtime: Runtime, pattern: str) -> list[str]:
     if not pattern or any(ord(c) < 32 for c in pattern):
         raise InvalidSecretName("rotate_all needs a non-empty pattern without control characters.")
     with runtime.ledger.sessions() as session:
-        names = session.scalars(select(Schedule.secret).order_by(Schedule.secret)).all()
+        names = session.scalars(
+            select(Schedule.secret).where(Schedule.removed_at.is_(None)).order_by(Schedule.secret)
+        ).all()
     return [n for n in names if matches_pattern(n, pattern)]
 
 

@@ -38,12 +38,13 @@ class Cluster:
         self.app.conf.update(broker_connection_retry_on_startup=True)
 
     def start(self, role: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        env = {**self.env, **(extra_env or {})}
         args = [sys.executable, "-m", "celery", "-A", "worker"]
         if role == "worker":
             args += [
                 "worker",
                 "-Q",
-                self.env["KEYTURN_QUEUE"],
+                env["KEYTURN_QUEUE"],
                 "-c",
                 "2",
                 "--loglevel=INFO",
@@ -55,7 +56,7 @@ class Cluster:
         log = open(self.workdir / f"{role}-{len(self.procs)}.log", "wb")
         proc = subprocess.Popen(
             args,
-            env={**self.env, **(extra_env or {})},
+            env=env,
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

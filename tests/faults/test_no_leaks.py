@@ -62,7 +62,7 @@ policies:
     restart:
       strategy: command
       commands: [[sh, -c, "env; echo restarted $KEYTURN_SECRET $KEYTURN_VERSION"]]
-      timeout: 30s
+      timeout: 3s
   - name: command-fails
     secret: leak/cmdfail
     kind: random
@@ -71,7 +71,7 @@ policies:
     restart:
       strategy: command
       commands: [[sh, -c, "env; echo cannot restart >&2; exit 3"]]
-      timeout: 30s
+      timeout: 3s
   - name: issuer-refuses
     secret: leak/issuer
     kind: random
@@ -423,7 +423,7 @@ def test_restart_command_output_never_logs_the_workers_credentials(
     secret = f"svc_{uuid.uuid4().hex[:8]}/api_key"
     backend = MemoryProvider()
     backend.write(secret, "initial-value-for-the-env-test")
-    body = policy(secret, "{strategy: command, commands: [[sh, -c, env]], timeout: 10s}")
+    body = policy(secret, "{strategy: command, commands: [[sh, -c, env]], timeout: 3s}")
     caplog.set_level(logging.INFO, logger="keyturn.restart")
     runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
     try:

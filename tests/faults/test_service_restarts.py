@@ -70,7 +70,7 @@ policies:
     kind: random
     schedule: {{every: 30d}}
     retire_after: {grace}
-    restart: {{strategy: command, commands: [["sleep", "{sleep}"]], timeout: 30s}}
+    restart: {{strategy: command, commands: [["sleep", "{sleep}"]], timeout: 4s}}
     max_attempts: 5
 """
 #: Steps must finish well inside the lease, or a second worker process would redo them.

@@ -204,8 +204,8 @@ def test_status_exits_2_when_overdue_or_needs_attention(env: Env) -> None:
 def test_status_flags_a_stalled_run(env: Env) -> None:
     run_id = env.start("svc/fast")
     long_ago = datetime.now(UTC) - timedelta(hours=1)
-    with env.runtime.ledger.transaction() as session:
-        session.execute(update(Run).where(Run.id == run_id).values(updated_at=long_ago))
+    with env.runtime.ledger.transaction() as session:  # created an hour ago, no event since
+        session.execute(update(Run).where(Run.id == run_id).values(created_at=long_ago))
     result = cli("status")
     assert result.exit_code == 2
     assert f"run {run_id} stalled in pending for 1h" in result.output

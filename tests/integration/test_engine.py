@@ -450,16 +450,20 @@ def test_rotate_now_adopts_a_secret_created_since_the_last_listing(
         rotate_now(runtime, "db_password", actor="alice")
 
 
-def test_a_run_whose_policy_was_removed_asks_for_a_human(
+def test_a_run_whose_policy_went_missing_goes_on_until_the_removal_is_confirmed(
     ledger_url, backend, clock, schedules
 ) -> None:
     _, engine, dispatcher = make(ledger_url, backend, clock, schedules)
     run_id, state = dispatcher.tick().enqueue[0]
     (schedules / "p.yaml").unlink()
-    clock.advance(minutes=10)  # past the glob refresh, so the sync runs
+    clock.advance(minutes=10)  # past the glob refresh, so the sync runs: missing, not removed
     dispatcher.tick()
     outcome = engine.advance(run_id, state)
-    assert outcome.state is RunState.NEEDS_ATTENTION
+    assert outcome.state is RunState.CREATED
+    clock.advance(minutes=20)  # missing for 20 minutes: removed (grace 15 minutes)
+    dispatcher.tick()
+    outcome = engine.advance(run_id, "created")
+    assert outcome.state is RunState.FAILED
     run = run_row(ledger_url, run_id)
-    assert "policy 'api-keys' no longer exists" in (run.last_error or "")
+    assert "policy 'api-keys' was removed; rolled back" in (run.last_error or "")
     assert backend.read("api_key_ncbi").value == "initial"

@@ -6,6 +6,11 @@ or ``"single"``), ``admin_secret`` (required for alternating), ``users`` (the ro
 default: the username without a ``_clone`` suffix, and that name + ``_clone``),
 ``connect_timeout`` (seconds, default 5).
 
+Every connection to the target sets ``statement_timeout`` (30 s) and ``lock_timeout`` (5 s),
+each capped by what is left of the step's time budget, and is opened only while the worker
+still holds the run's lease: an ``ALTER ROLE`` waiting on a lock gives up (retryably) instead
+of outliving the lease.
+
 Passwords never reach the server in clear text: ``ALTER ROLE`` gets the SCRAM verifier
 computed client-side (libpq ``PQencryptPasswordConn``), so server logs and
 ``pg_stat_activity`` cannot show them. Error messages carry the SQLSTATE and the error class,
@@ -33,8 +38,12 @@ from rotation.values import SecretValue, SecretVersion
 
 __all__ = ["Credential", "PostgresRotator"]
 
-#: SQLSTATE classes worth retrying: connection, resources, operator intervention, conflicts.
-_RETRYABLE_CLASSES = ("08", "53", "57", "40")
+#: SQLSTATE classes worth retrying: connection, resources, operator intervention (a statement
+#: timeout is 57014), conflicts; and a lock timeout (55P03).
+_RETRYABLE_CLASSES = ("08", "53", "57", "40", "55P03")
+#: Upper bounds of one statement and of one lock wait on the target (seconds).
+STATEMENT_TIMEOUT = 30.0
+LOCK_TIMEOUT = 5.0
 #: What libpq says when a login is refused, and the SQLSTATE the server sent with it.
 _LOGIN_REFUSALS = {
     "password authentication failed": "28P01",
@@ -110,11 +119,17 @@ def _sql_error(exc: psycopg.Error, action: str) -> TargetRejected:
 
 @contextmanager
 def _session(
-    cred: Credential, timeout: float, dbname: str | None = None
+    cred: Credential, timeout: float, dbname: str | None = None, ctx: RotationContext | None = None
 ) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection, always closed."""
+    """An autocommit connection with statement and lock timeouts, always closed; opened only
+    while the step (``ctx``) still holds its lease."""
     database = dbname or cred.dbname
     options: dict[str, Any] = {"sslmode": cred.sslmode} if cred.sslmode else {}
+    statement = ctx.time_left(STATEMENT_TIMEOUT) if ctx is not None else STATEMENT_TIMEOUT
+    lock = min(LOCK_TIMEOUT, statement)
+    if ctx is not None:
+        ctx.check_lease()
+        timeout = ctx.time_left(timeout)
     try:
         conn = psycopg.connect(
             host=cred.host,
@@ -124,6 +139,8 @@ def _session(
             dbname=database,
             connect_timeout=max(1, math.ceil(timeout)),
             autocommit=True,
+            options=f"-c statement_timeout={int(statement * 1000)} "
+            f"-c lock_timeout={int(lock * 1000)}",
             **options,
         )
     except psycopg.Error as exc:
@@ -132,10 +149,10 @@ def _session(
         yield conn
 
 
-def _accepts(cred: Credential, timeout: float) -> bool:
+def _accepts(cred: Credential, timeout: float, ctx: RotationContext | None = None) -> bool:
     """Whether ``cred`` logs in; False on a refusal, raises when the server is unreachable."""
     try:
-        with _session(cred, timeout) as conn:
+        with _session(cred, timeout, ctx=ctx) as conn:
             conn.execute("SELECT 1")
     except TargetRejected as exc:
         if exc.login_refused:
@@ -165,8 +182,8 @@ def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
 
 
-def _login_check(cred: Credential, timeout: float) -> None:
-    with _session(cred, timeout) as conn:
+def _login_check(cred: Credential, timeout: float, ctx: RotationContext | None = None) -> None:
+    with _session(cred, timeout, ctx=ctx) as conn:
         try:
             row = conn.execute("SELECT current_user").fetchone()
         except psycopg.Error as exc:
@@ -217,7 +234,7 @@ class PostgresRotator:
         """Log in with the new credential and check who we are."""
         target = target_of(ctx, PostgresTarget)
         new, _ = self._new_and_old(ctx)
-        _login_check(new, target.connect_timeout)
+        _login_check(new, target.connect_timeout, ctx)
 
     def retire(self, ctx: RotationContext, old: SecretValue) -> None:
         """Alternating: give the old role an unknown password (it stays, as the next
@@ -256,7 +273,7 @@ class PostgresRotator:
         self, ctx: RotationContext, target: PostgresTarget, new: Credential, old: Credential
     ) -> None:
         timeout = target.connect_timeout
-        if _accepts(new, timeout):
+        if _accepts(new, timeout, ctx):
             return  # already applied
         candidates = [old]
         previous = _read(ctx, "previous")
@@ -265,12 +282,12 @@ class PostgresRotator:
             if earlier != old:
                 candidates.append(earlier)
         candidates += self._admin(ctx, target, new.dbname)
-        self._set_via(candidates, timeout, new)
+        self._set_via(candidates, timeout, new, ctx)
 
     def _undo_single(
         self, ctx: RotationContext, target: PostgresTarget, current: Credential, rolled_back: bool
     ) -> None:
-        if _accepts(current, target.connect_timeout):
+        if _accepts(current, target.connect_timeout, ctx):
             return
         candidates = []
         if rolled_back:
@@ -279,13 +296,15 @@ class PostgresRotator:
             candidates.append(Credential.from_value(previous.value, "The previous value"))
         # before promotion the engine has discarded the pending password: only an admin can help
         candidates += self._admin(ctx, target, current.dbname)
-        self._set_via(candidates, target.connect_timeout, current)
+        self._set_via(candidates, target.connect_timeout, current, ctx)
 
-    def _set_via(self, candidates: list[Credential], timeout: float, new: Credential) -> None:
+    def _set_via(
+        self, candidates: list[Credential], timeout: float, new: Credential, ctx: RotationContext
+    ) -> None:
         """Set ``new``'s password through the first candidate login that works."""
         for login in candidates:
             try:
-                with _session(login, timeout) as conn:
+                with _session(login, timeout, ctx=ctx) as conn:
                     _set_password(conn, new.username, new.password)
                     return
             except TargetRejected as exc:
@@ -308,7 +327,7 @@ class PostgresRotator:
         (admin,) = self._admin(ctx, target, new.dbname, required=True)
         if admin.username in (old.username, new.username):
             raise RotationError("The admin_secret's role must not be one of the rotated roles.")
-        with _session(admin, target.connect_timeout) as conn:
+        with _session(admin, target.connect_timeout, ctx=ctx) as conn:
             verifier = _verifier(conn, new.username, new.password)
             try:
                 with conn.transaction():
@@ -355,7 +374,7 @@ class PostgresRotator:
         (admin,) = self._admin(ctx, target, db, required=True)
         if admin.username == role:
             raise RotationError("The admin_secret's role must not be one of the rotated roles.")
-        with _session(admin, target.connect_timeout) as conn:
+        with _session(admin, target.connect_timeout, ctx=ctx) as conn:
             if _role_exists(conn, role):
                 _set_password(conn, role, secrets.token_urlsafe(48))
 

@@ -3,8 +3,8 @@
 The policy's strategy (``rotation/policy/restart.py``) names a runner; this step calls it with
 the run's progress, a dict kept in ``runs.step_data`` across waits. Waiting never sleeps in a
 worker: a runner returns ``wait_until`` and the step is asked again through
-``next_attempt_at``. Runners: ``none`` and ``waves`` here, ``acknowledge``, ``command`` and
-``webhook`` in their own modules.
+``next_attempt_at`` (a wait that has already ended goes on at once). Runners: ``none`` and
+``waves`` here, ``acknowledge``, ``command`` and ``webhook`` in their own modules.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ def no_restart(step: StepInput, spec: RestartStrategy, progress: Progress) -> Wa
 
 
 def run_waves(step: StepInput, spec: RestartStrategy, progress: Progress) -> WaveOutcome:
-    """``waves``: each wave's strategy in order, holding one of the policy's restart slots."""
+    """``waves``: each wave's strategy in order, holding one of the policy's restart slots.
+
+    Each wave is its own resumable piece of the step: once one is done its progress is
+    committed and the next one runs under a fresh lease, with a budget of its own."""
     assert isinstance(spec, WavesRestart)
     if not progress.get("slot"):
         if not step.services.claim_restart_slot(spec.concurrency):
@@ -75,4 +78,6 @@ def run_waves(step: StepInput, spec: RestartStrategy, progress: Progress) -> Wav
             notes.append(outcome.note)
         index += 1
         progress.update(wave=index, current={}, notes=notes)
+        if index < len(spec.waves):  # commit this wave; the next one goes on at once
+            return WaveOutcome(wait_until=step.now, note=f"wave {index} of {len(spec.waves)} done")
     return WaveOutcome(note="; ".join(notes) or None)

@@ -25,6 +25,7 @@ def acknowledge(step: StepInput, spec: RestartStrategy, progress: Progress) -> W
     if version is None:
         raise RotationError("no promoted version recorded for this run", retryable=False)
     bus = step.services.bus()
+    step.guard.check()
     bus.publish(Announcement(step.secret, version, step.run_id))
     live = bus.live_consumers(step.secret)
     acks = bus.acks(step.secret, version)

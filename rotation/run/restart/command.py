@@ -9,7 +9,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterable
 
-from rotation.errors import RotationError
+from rotation.errors import RotationError, StepBudgetExceeded
 from rotation.policy.restart import CommandRestart, RestartStrategy
 from rotation.run.restart import Progress, WaveOutcome
 from rotation.run.step import StepInput
@@ -25,7 +25,10 @@ _BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
 
 def run_commands(step: StepInput, spec: RestartStrategy, progress: Progress) -> WaveOutcome:
-    """Each command in order; a failure or a timeout is retried (the step's attempts)."""
+    """Each command in order; a failure or a timeout is retried (the step's attempts).
+
+    Each starts only while this worker holds the run's lease, and runs at most its timeout or
+    what is left of the step's budget, whichever ends first."""
     assert isinstance(spec, CommandRestart)
     passed = (*_BASE_ENV, *spec.pass_env)
     env = {name: os.environ[name] for name in passed if name in os.environ}
@@ -35,18 +38,26 @@ def run_commands(step: StepInput, spec: RestartStrategy, progress: Progress) -> 
         KEYTURN_RUN_ID=str(step.run_id),
     )
     scrub = _scrubber(step)
+    configured = spec.timeout.total_seconds()
     for argv in spec.commands:
+        step.guard.check()
+        timeout = step.context.time_left(configured)
         try:
             done = subprocess.run(
                 list(argv),
                 env=env,
                 capture_output=True,
-                timeout=spec.timeout.total_seconds(),
+                timeout=timeout,
                 check=False,
             )
         except FileNotFoundError:
             raise RotationError(f"restart command not found: {argv[0]}", retryable=False) from None
         except subprocess.TimeoutExpired:
+            if timeout < configured:
+                raise StepBudgetExceeded(
+                    f"restart command {argv[0]} cut off after {timeout:.1f} s: the step's time "
+                    "budget ended"
+                ) from None
             raise RotationError(
                 f"restart command {argv[0]} timed out after {spec.timeout}", retryable=True
             ) from None

@@ -45,8 +45,10 @@ def call_webhook(step: StepInput, spec: RestartStrategy, progress: Progress) -> 
             "User-Agent": "keyturn",
         },
     )
+    step.guard.check()
+    timeout = step.context.time_left(spec.timeout.total_seconds())
     try:
-        with urllib.request.urlopen(request, timeout=spec.timeout.total_seconds()) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
