@@ -20,13 +20,14 @@ from rotation.ops.doctor import (
     Status,
     check_backends,
     check_clock,
+    check_dispatcher,
     check_flower,
     check_ledger,
     guarded,
     one_line,
 )
 from rotation.policy import default_schedules_dir
-from rotation.run.runtime import Runtime
+from rotation.run.runtime import Runtime, utcnow
 
 STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
 
@@ -159,9 +160,16 @@ def doctor_command(flower_url: str | None, schedules: Path | None, timeout: floa
         show(ledger)
         reachable = ledger[0].status is Status.OK
         if reachable:
-            show(guarded("clock", lambda: check_clock(runtime.ledger, runtime.clock)))
+            # this host's clock against the database's (the runtime's clock IS the database's)
+            show(guarded("clock", lambda: check_clock(runtime.ledger, utcnow)))
+            show(guarded("dispatcher", lambda: check_dispatcher(runtime.ledger, settings.tick)))
         else:
-            show([Finding("clock", Status.SKIP, "the ledger is unreachable")])
+            show(
+                [
+                    Finding(check, Status.SKIP, "the ledger is unreachable")
+                    for check in ("clock", "dispatcher")
+                ]
+            )
         show(guarded("broker", lambda: check_broker(settings, timeout)))
         if findings[-1].status is Status.OK:
             show(guarded("worker", lambda: check_workers(settings, timeout)))

@@ -29,6 +29,7 @@ from rotation.errors import KeyturnError
 from rotation.ledger.db import Ledger
 from rotation.ledger.migrate import alembic_config
 from rotation.ledger.models import PolicyRow, Schedule
+from rotation.ledger.ticks import last_tick
 from rotation.policy import Policy, load_policies
 from rotation.providers.base import ChecksAccess
 from rotation.run.runtime import Clock, Runtime
@@ -40,6 +41,7 @@ __all__ = [
     "Status",
     "check_backends",
     "check_clock",
+    "check_dispatcher",
     "check_flower",
     "check_ledger",
     "guarded",
@@ -167,6 +169,33 @@ def check_clock(ledger: Ledger, clock: Clock, max_skew: timedelta = MAX_SKEW) ->
             )
         ]
     return [Finding("clock", Status.OK, detail)]
+
+
+def check_dispatcher(ledger: Ledger, tick: timedelta) -> list[Finding]:
+    """The dispatcher's last tick (``dispatcher_ticks``, database time): beat sends a tick every
+    ``tick`` and a worker runs it; none for 12 ticks (at least a minute) means one is down."""
+    last = last_tick(ledger)
+    if last is None:
+        return [
+            Finding(
+                "dispatcher",
+                Status.FAIL,
+                "no dispatcher tick was ever recorded: start `celery -A worker beat` and a worker",
+            )
+        ]
+    age = ledger.now() - last.at
+    limit = max(timedelta(minutes=1), 12 * tick)
+    detail = f"last tick {age.total_seconds():.0f} s ago, by {last.by}"
+    if age > limit:
+        return [
+            Finding(
+                "dispatcher",
+                Status.FAIL,
+                f"{detail}: more than {limit.total_seconds():g} s; is beat running, and a worker "
+                "on its queue?",
+            )
+        ]
+    return [Finding("dispatcher", Status.OK, detail)]
 
 
 # --- backends --------------------------------------------------------------------------------

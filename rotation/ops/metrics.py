@@ -28,8 +28,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
 from rotation.ledger.db import Ledger
-from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
-from rotation.run.runtime import Clock, utcnow
+from rotation.ledger.models import DispatcherTick, PolicyRow, Run, RunEvent, Schedule
+from rotation.run.runtime import Clock
 from rotation.run.states import FINAL_STATES, RunState
 
 __all__ = ["DURATION_BUCKETS", "LedgerCollector"]
@@ -51,7 +51,7 @@ class LedgerCollector(Collector):
         self,
         ledger: Ledger,
         *,
-        clock: Clock = utcnow,
+        clock: Clock | None = None,
         window: timedelta = timedelta(hours=24),
         max_events: int = 5000,
         max_secrets: int = 10000,
@@ -68,11 +68,13 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
-        now = self.clock()
         try:
+            # the database's time, as every decision of the engine (tests give their own)
+            now = self.clock() if self.clock is not None else self.ledger.now()
             with self.ledger.sessions() as session:
                 families = [
                     *self._schedules(session, now),
+                    *self._dispatcher(session, now),
                     *self._runs(session),
                     self._step_durations(session, now),
                 ]
@@ -92,6 +94,20 @@ class LedgerCollector(Collector):
         )
         elapsed.add_metric([], time.perf_counter() - started)
         yield elapsed
+
+    # --- the dispatcher ----------------------------------------------------------------------
+
+    def _dispatcher(self, session: Session, now: datetime) -> list[Metric]:
+        tick = session.get(DispatcherTick, 1)
+        if tick is None:
+            return []
+        age = GaugeMetricFamily(
+            "keyturn_dispatcher_last_tick_age_seconds",
+            "Seconds since a dispatcher tick last ran (database time; beat sends one every "
+            "KEYTURN_TICK_SECONDS); absent until the first tick.",
+        )
+        age.add_metric([], max(0.0, (now - tick.at).total_seconds()))
+        return [age]
 
     # --- schedules -------------------------------------------------------------------------
 

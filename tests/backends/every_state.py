@@ -17,6 +17,7 @@ from sqlalchemy import update
 
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run, RunEvent, Schedule
+from rotation.ledger.ticks import record_tick
 from rotation.ops.operations import rollback_secret
 from rotation.providers.memory import MemoryProvider
 from rotation.run.engine import Engine
@@ -116,6 +117,8 @@ def populate(url: str, tmp: Path) -> EveryState:
     state = EveryState(url)
     try:
         Dispatcher(runtime, schedules).sync_policies(runtime.clock())
+        with runtime.ledger.transaction() as session:  # a dispatcher ticked, as in a deployment
+            record_tick(session, runtime.clock(), "test-worker")
         engine = Engine(runtime, lease=timedelta(minutes=5))
         for secret, target in TARGETS.items():
             if target is None:

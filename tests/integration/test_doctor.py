@@ -8,6 +8,7 @@ Flower open to anyone."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -93,18 +94,21 @@ def deployment(cluster: Cluster) -> Cluster:
 
 def test_all_green_on_a_running_deployment(deployment: Cluster) -> None:
     deployment.start("worker")
+    deployment.start("beat")
     flower = start_flower(deployment, [f"--basic-auth={USER}:{PASSWORD}"], {})
     env = {k: v for k, v in deployment.env.items() if not k.startswith("FLOWER_")}
     deadline = time.monotonic() + 60
     while True:  # until the worker is up and answers
         done = doctor(env, "--flower-url", flower.base, "--timeout", "3")
         found = lines(done)
-        if found["worker"][0] == "ok" or time.monotonic() > deadline:
+        up = found["worker"][0] == "ok" and found["dispatcher"][0] == "ok"
+        if up or time.monotonic() > deadline:
             break
     assert done.returncode == 0, done.stdout + done.stderr + deployment.logs()
     assert found["ledger"][0] == "ok" and "answers" in found["ledger"][1]
     assert found["migrations"] == ("ok", f"at head {HEAD}")
     assert found["clock"][0] == "ok"
+    assert found["dispatcher"][0] == "ok" and "s ago, by " in found["dispatcher"][1]
     assert found["broker"][0] == "ok"
     assert found["worker"][0] == "ok" and deployment.env["KEYTURN_QUEUE"] in found["worker"][1]
     for permission in (READ, WRITE_PENDING, LIST):
@@ -128,6 +132,8 @@ def test_all_green_on_a_running_deployment(deployment: Cluster) -> None:
 def test_no_worker_and_a_worker_on_another_queue(deployment: Cluster) -> None:
     done = doctor(deployment.env, "--timeout", "1")
     assert done.returncode == 1
+    # no beat and no worker: no dispatcher tick was ever recorded
+    assert lines(done)["dispatcher"][0] == "fail"
     worker = lines(done)["worker"]
     # other tests' workers may share this Redis: they answer, but not on our queue
     assert worker[0] == "fail", done.stdout
@@ -259,3 +265,20 @@ def test_flower_open_to_anyone_fails(cluster: Cluster) -> None:
     assert env_set.status is Status.OK
     (unknown,) = check_flower(None, FlowerSettings())
     assert unknown.status is Status.SKIP
+
+
+def test_a_host_clock_ahead_of_the_database_fails_the_clock_check(deployment: Cluster) -> None:
+    """The CLI compares this host's clock, not the runtime's (which is the database's)."""
+    faketime = shutil.which("faketime")
+    if faketime is None:
+        pytest.skip("faketime not installed (scripts/install-test-deps.sh installs it)")
+    done = subprocess.run(
+        [faketime, "-f", "+30s", *KEYTURN, "doctor", "--timeout", "1"],
+        env={**deployment.env, "FAKETIME_DONT_FAKE_MONOTONIC": "1"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    status, detail = lines(done)["clock"]
+    assert status == "fail" and "ahead of the database" in detail, done.stdout
