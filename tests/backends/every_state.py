@@ -173,10 +173,16 @@ def _finish(runtime: Runtime, state: EveryState) -> None:
                 message=NEEDS_ATTENTION_ERROR,
             )
         )
+        # stalled: no progress (no event) for an hour, whatever lease takes touched the row
         session.execute(
             update(Run)
             .where(Run.id == state.runs["svc/stalled"])
-            .values(updated_at=now - timedelta(hours=1), next_attempt_at=None)
+            .values(created_at=now - timedelta(hours=1), next_attempt_at=None)
+        )
+        session.execute(
+            update(RunEvent)
+            .where(RunEvent.run_id == state.runs["svc/stalled"])
+            .values(at=now - timedelta(hours=1))
         )
         session.execute(
             update(Schedule)
