@@ -243,8 +243,11 @@ class Engine:
             return self._on_setup_error(run, state, step_name, exc, owner)
 
         deadline = self._deadline(state, step)
-        if run.attempt > run.max_attempts and (deadline is None or now >= deadline):
+        if deadline is None and run.attempt > run.max_attempts:
             message = f"attempts exhausted at step {step_name} ({run.max_attempts})"
+            return self._give_up(run, state, step_name, step, message, lease)
+        if deadline is not None and now >= deadline + self.lease:  # its tries keep dying
+            message = f"{run.last_error or 'no try finished'}; its time budget ran out"
             return self._give_up(run, state, step_name, step, message, lease)
         removed = _removal(run, policy_row, schedule)
         if removed is not None and state in _BEFORE_PROMOTION:

@@ -11,8 +11,9 @@ and the abandoned credential is revoked only once they moved back. The run sits 
 2. ``announce``: the policy's restart strategy runs again for the move "version X is current
    again" (``StepInput.move``): the same acknowledge / command / webhook / waves, waiting
    across checks (``next_attempt_at``), its retryable failures retried for its time budget.
-3. ``undo``: once announced and ``retire_after`` passed (the same grace as a retirement), the
-   rotator's ``undo`` revokes the abandoned credential (kinds with ``dual_valid``).
+3. ``undo``: once announced and ``retire_after`` passed (the same grace as a retirement, for a
+   kind that revokes), the rotator's ``undo`` revokes the abandoned credential (kinds with
+   ``dual_valid``; the others were undone at ``restore``).
 
 A failure the rollback cannot get past (a consumer cannot move back, the announcement times
 out) stops it in ``needs_attention`` with the previous version current and the abandoned
@@ -88,7 +89,10 @@ def roll_back(step: StepInput) -> StepResult:
                 note=outcome.note,
                 piece_done=outcome.piece_done,
             )
-        undo_at = step.now + step.policy.retire_after
+        # the same grace as a retirement, where the undo revokes a credential that works
+        capabilities = capabilities_of(step.policy.kind, step.policy.target)
+        revokes = capabilities.dual_valid and capabilities.revokes
+        undo_at = step.now + (step.policy.retire_after if revokes else timedelta(0))
         announced = outcome.note or f"restart {step.policy.restart.strategy}: nothing to confirm"
         meta.update(phase="undo", announced=announced, undo_at=undo_at.isoformat())
         return StepResult(

@@ -124,8 +124,9 @@ def populate(url: str, tmp: Path) -> EveryState:
             state.runs[secret] = run_id
             goal = {"failed": "promoted", "needs_attention": "applied"}.get(target, target)
             _drive(runtime, engine, run_id, RunState(goal))
-            if target == "failed":
+            if target == "failed":  # the workers' part of the rollback, in-process here
                 rollback_secret(runtime, secret, "alice")
+                _drive(runtime, engine, run_id, RunState.FAILED)
             if target == "restarted":  # the retire step starts its grace: a wait event
                 assert engine.advance(run_id, target).wait_until is not None
         _finish(runtime, state)
