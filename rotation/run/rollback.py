@@ -101,10 +101,15 @@ def roll_back(step: StepInput) -> StepResult:
     grace_ends = datetime.fromisoformat(str(meta.get("undo_at") or step.now.isoformat()))
     if step.now < grace_ends:
         return StepResult(wait_until=grace_ends)
-    if _dual_valid(step):
+    capabilities = capabilities_of(step.policy.kind, step.policy.target)
+    if capabilities.dual_valid:
         step.guard.check()
         step.rotator.undo(step.context)
-        undone = "the abandoned credential was revoked"
+        undone = (
+            "the abandoned credential was revoked"
+            if capabilities.revokes
+            else "the target was undone (this kind revokes nothing)"
+        )
     else:
         undone = "the target was set back before the announcement"
     return StepResult(

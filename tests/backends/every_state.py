@@ -171,11 +171,14 @@ def _finish(runtime: Runtime, state: EveryState) -> None:
                 message=NEEDS_ATTENTION_ERROR,
             )
         )
+        stalled, hour_ago = state.runs["svc/stalled"], now - timedelta(hours=1)
         session.execute(
             update(Run)
-            .where(Run.id == state.runs["svc/stalled"])
-            .values(updated_at=now - timedelta(hours=1), next_attempt_at=None)
+            .where(Run.id == stalled)
+            .values(updated_at=hour_ago, created_at=hour_ago, next_attempt_at=None)
         )
+        # stall detection looks at progress (the last event), not at updated_at
+        session.execute(update(RunEvent).where(RunEvent.run_id == stalled).values(at=hour_ago))
         session.execute(
             update(Schedule)
             .where(Schedule.secret.in_(["svc/overdue", "frozen/paused"]))

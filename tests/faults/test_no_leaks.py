@@ -77,6 +77,7 @@ policies:
     kind: random
     schedule: {{every: 30d}}
     max_attempts: 2
+    consumer_cache_ttl: 0s   # no consumer caches it here (the defaults rule)
     target: {{issuer: "tests.faults.leakscan:RefusingIssuer"}}
   - name: app-db
     secret: leak/db
