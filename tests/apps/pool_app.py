@@ -4,8 +4,9 @@ A pooled Postgres client whose connections log in with the credential it reads t
 SecretsManager; it follows rotations (invalidate, rebuild the pool, acknowledge) and counts every
 query that fails. Configured by environment (APP_*) and Keyturn's own variables; writes its
 figures as JSON to APP_STATS twice a second; stops when APP_STOP exists or after APP_SECONDS.
-APP_REFUSE_USER makes its callback raise when asked to move to that role (a consumer that cannot
-use the new credential); the first and last failure times tell how long queries failed.
+APP_REFUSE_USER makes its callback raise when asked to move to that role, APP_REFUSE_PROMOTIONS on
+every promotion (a consumer that cannot use the new credential); the first and last failure
+times tell how long queries failed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from rotation.client.events import RotationEvent
 SECRET = os.environ["APP_SECRET"]
 #: A role this application cannot use (its callback raises before moving to it).
 REFUSE_USER = os.environ.get("APP_REFUSE_USER", "")
+#: Set: the callback raises on every promotion (it follows rollbacks).
+REFUSE_PROMOTIONS = bool(os.environ.get("APP_REFUSE_PROMOTIONS"))
 STATS = Path(os.environ["APP_STATS"])
 STOP = Path(os.environ["APP_STOP"])
 THREADS = int(os.environ.get("APP_THREADS", "4"))
@@ -74,6 +77,8 @@ stats: dict[str, Any] = {
 def on_rotate(event: RotationEvent) -> None:
     if REFUSE_USER and manager.get(SECRET)["username"] == REFUSE_USER:
         raise PermissionError(f"this application cannot use role {REFUSE_USER}")
+    if REFUSE_PROMOTIONS and event.rollback_of is None:
+        raise PermissionError("this application cannot use the new credential")
     if ACK_DELAY:
         time.sleep(ACK_DELAY)
     engine.dispose()

@@ -90,6 +90,55 @@ policies:
     assert back and back[0]["user"] == role  # A heard the rollback and moved back
 
 
+def test_a_single_user_rollback_sets_the_password_back_then_moves_consumers_back(
+    cluster: Cluster, ledger: Ledger, pg_database
+) -> None:
+    """A single user has no second credential: the rollback sets the old password back at
+    once (undoing later would leave the backend's current value refused), then announces it;
+    every consumer ends on the old password, which works, and the abandoned one is refused."""
+    role = pg_database.alternating_pair("app", "first-password")
+    backend = store(cluster)
+    old = pg_database.credential(role, "first-password")
+    backend.write("db/app", old)
+    write_policy(
+        cluster,
+        """
+policies:
+  - name: app-db
+    secret: db/app
+    kind: postgres
+    schedule: {every: 90d}
+    restart: {strategy: acknowledge, timeout: 1m}
+    target: {mode: single, connect_timeout: 3}
+""",
+    )
+    a = App(cluster, "a", APP_LOGIN_EVERY="0.01")
+    b = App(cluster, "b", APP_REFUSE_PROMOTIONS="1")
+    for app in (a, b):
+        wait_for(lambda app=app: running(app), 30, cluster, "the applications to run")
+    cluster.start("worker")
+    cluster.start("beat")
+    wait_for(lambda: finished(ledger), 90, cluster, "the run to end")
+    (run,) = runs(ledger)
+    time.sleep(1.5)
+    before = a.stats()
+    time.sleep(2)
+    stats = {"a": a.stop(), "b": b.stop()}
+    assert run.state == "failed", run.last_error
+    assert "the target accepts it again" in (run.last_error or "")
+    assert dict(backend.read("db/app").value) == old
+    assert pg_database.accepts(role, "first-password")
+    abandoned = dict(backend.read("db/app", stage=Stage.PREVIOUS).value)
+    assert not pg_database.accepts(role, abandoned["password"])
+    for name, final in stats.items():
+        assert final["user"] == role, name
+    back = [m for m in stats["a"]["moves"] if m["rollback_of"] == run.to_version]
+    assert back, "consumer a never heard the rollback"
+    # new logins failed only while the consumer was between versions, never after
+    assert stats["a"]["login_failed"] == before["login_failed"]
+    assert stats["a"]["failed"] == before["failed"]
+
+
 def test_single_user_undo_logs_in_with_the_pending_password(
     cluster: Cluster, ledger: Ledger, pg_database
 ) -> None:
