@@ -112,6 +112,8 @@ def rollback_where_safe(step: StepInput, state: RunState) -> str:
         step.rotator.undo(step.context)  # while the pending value is still readable
     step.guard.check()
     step.provider.discard_pending(step.secret, token=step.token)
+    if state in (RunState.PROMOTED, RunState.ROLLING_BACK):
+        return "rolled back: the previous version was current already; the target was undone"
     return "rolled back: the pending value was discarded"
 
 

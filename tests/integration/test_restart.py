@@ -419,3 +419,33 @@ def test_the_rollback_runs_the_restart_commands_again(env, ledger_url, backend, 
     assert lines[0] == f"promoted {run.to_version}"
     assert lines[1] == f"rolled_back {run.from_version}"  # the first wave of the rollback
     assert backend.read(secret).value == "initial"
+
+
+@pytest.mark.parametrize("action", ["retry", "abandon"])
+def test_a_rollback_that_stopped_is_resolved_by_hand(
+    env, ledger_url, backend, secret, tmp_path, action
+) -> None:
+    """A silent consumer stops the rollback (needs_attention, nothing revoked). Once it is
+    gone, ``retry`` resumes the rollback (announced again, with a fresh timeout) and
+    ``abandon`` finishes it at once; either way the run ends ``failed`` on the old value."""
+    bus = RolloutBus(REDIS)
+    bus.heartbeat("silent", [secret], ttl=600, info={})
+    body = policy(secret, "{strategy: acknowledge, timeout: 30s}")
+    runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
+    ((run_id, state),) = enqueue
+    drive(engine, run_id, state, clock, dispatcher)
+    assert run_state(runtime, run_id).state == "needs_attention"
+    assert engine.stopped_state(run_state(runtime, run_id)).value == "rolling_back"
+    bus.leave("silent", [secret])
+    bus.close()
+    if action == "retry":
+        advanced, note = engine.retry_run(run_id, "olivia")
+        assert advanced.state is not None and advanced.state.value == "rolling_back"
+        assert "resuming the rollback" in note
+        drive(engine, run_id, "rolling_back", clock, dispatcher)
+    else:
+        note = engine.abandon_run(run_id, "olivia", timedelta(hours=1))
+        assert "previous version" in note
+    run = run_state(runtime, run_id)
+    assert run.state == "failed", run.last_error
+    assert backend.read(secret).value == "initial"
