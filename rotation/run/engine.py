@@ -74,6 +74,9 @@ PauseHook = Callable[[str, str], None]
 _MAX_ERROR_CHARS = 1000
 #: Pauses after each failed rollback try (at most ~2 s in all, well inside a lease).
 ROLLBACK_PAUSES = (0.2, 0.5, 1.0, 0.0)
+#: The longest wait between tries of a step bounded by time (a restart, a rollback's
+#: announcement): once Redis or a deploy hook is back, the run goes on within this.
+TIMED_RETRY_CAP = timedelta(seconds=15)
 #: States whose work a removed policy's run undoes (after promotion it finishes instead).
 _BEFORE_PROMOTION = frozenset(
     {RunState.PENDING, RunState.CREATED, RunState.APPLIED, RunState.TESTED}
@@ -505,7 +508,10 @@ class Engine:
         owner: str,
         deadline: datetime | None = None,
     ) -> Advance:
-        wait_until = self.runtime.clock() + self.backoff.delay(max(1, run.attempt))
+        delay = self.backoff.delay(max(1, run.attempt))
+        if deadline is not None:  # a time budget: tries are cheap, come back soon after a fix
+            delay = min(delay, TIMED_RETRY_CAP)
+        wait_until = self.runtime.clock() + delay
         if deadline is not None:
             wait_until = min(wait_until, deadline)  # the last try comes at the deadline
         self._commit(
