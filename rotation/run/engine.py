@@ -51,6 +51,7 @@ from rotation.policy import Policy
 from rotation.policy.due import next_due
 from rotation.providers.base import Provider
 from rotation.rotators.base import RotationContext, StepGuard
+from rotation.rotators.registry import capabilities_of
 from rotation.run.notify import Notice, Notifier
 from rotation.run.restart import restart_deadline
 from rotation.run.retry import ExponentialBackoff, is_retryable
@@ -682,13 +683,22 @@ class Engine:
     def _rollback_stopped(
         self, run: Run, step_name: str, step: StepInput, error: str, owner: str
     ) -> Advance:
-        """The rollback cannot go on: a human looks, with both credentials still working."""
+        """The rollback cannot go on: a human looks (with both credentials working, for a kind
+        that keeps two: nothing is revoked)."""
         plan = rollback_plan(run.step_data)
         done = plan.get("restored") or "the previous version may not be current yet"
+        if capabilities_of(step.policy.kind, step.policy.target).dual_valid:
+            left = (
+                "the abandoned credential was NOT revoked (consumers may still use it): "
+                "`keyturn resolve --retry` announces again, `--abandon` revokes it without waiting"
+            )
+        else:
+            left = (
+                "this kind has one credential, already set back: consumers that were not told "
+                "fail until they reload; `keyturn resolve --retry` announces again"
+            )
         message = (
-            f"{plan.get('reason') or 'rolling back'}; rollback stopped: {error}; {done}; the "
-            "abandoned credential was NOT revoked (consumers may still use it): `keyturn "
-            "resolve --retry` announces again, `--abandon` revokes it without waiting"
+            f"{plan.get('reason') or 'rolling back'}; rollback stopped: {error}; {done}; {left}"
         )
         return self._end(run, RunState.NEEDS_ATTENTION, step_name, step.policy, message, owner)
 
