@@ -7,13 +7,18 @@ each other only if they share a database number and no namespace (say so in thei
 Keys (secret names are safe in keys: see rotation/names.py):
 
 - ``keyturn:<ns>:rotations`` (pub/sub channel): ``{"secret", "version", "run_id"}`` when a version
-  is promoted; re-published at each re-check, so a consumer that missed one hears the next.
+  is promoted, and ``{"secret", "version", "run_id", "rollback_of"}`` when a run's promotion is
+  rolled back (``version`` is current again, ``rollback_of`` is abandoned); re-published at each
+  re-check, so a consumer that missed one hears the next.
 - ``keyturn:<ns>:consumers:<secret>`` (sorted set): consumer id -> heartbeat expiry (Unix
   seconds). A consumer that stops heart-beating stops counting once its expiry passes.
 - ``keyturn:<ns>:consumer:<id>`` (string, with TTL): what the consumer announced (host, pid,
   secrets).
-- ``keyturn:<ns>:acks:<secret>:<version>`` (hash): consumer id -> ``ok`` or ``failed: <reason>``;
-  deleted by the engine once the restart step is done, and expiring after a day regardless.
+- ``keyturn:<ns>:acks:<secret>:<version>`` (hash): consumer id -> ``ok`` or ``failed: <reason>``
+  (``...:<version>:rollback:<run_id>`` for a rollback). The first acknowledgement gives it a TTL
+  of a day; once the restart step is done the engine shortens it to ``ACK_RETENTION_SECONDS``.
+  A consumer's late re-acknowledgement (of a duplicate announcement) never extends a TTL, so no
+  acknowledgement outlives its run by more than that.
 
 No value ever crosses the bus: only names, version ids, run ids and consumer ids.
 """
@@ -36,6 +41,8 @@ from rotation.errors import ConfigurationError
 __all__ = ["Announcement", "RolloutBus", "namespace", "redis_url"]
 
 ACK_TTL_SECONDS = 24 * 3600
+#: How long acknowledgements stay once the engine is done with them (late duplicates land here).
+ACK_RETENTION_SECONDS = 60
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -65,23 +72,51 @@ def namespace(url: str, environ: Mapping[str, str] | None = None) -> str:
     return f"db{int(number)}" if number.isdigit() else "db0"
 
 
+#: Sets a hash field and gives the key a TTL only when it has none (``EXPIRE ... NX`` needs
+#: Redis 7; this works on 6 too), atomically.
+_ACK_SCRIPT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Announcement:
-    """A promotion, as published: which secret, which version is now current, which run."""
+    """What is published: which secret, which version is now current, which run; for a
+    rollback, ``rollback_of`` is the version the run abandons (``version`` is current again)."""
 
     secret: str
     version: str
     run_id: int | None = None
+    rollback_of: str | None = None
+
+    @property
+    def is_rollback(self) -> bool:
+        return self.rollback_of is not None
 
     def encode(self) -> str:
-        return json.dumps({"secret": self.secret, "version": self.version, "run_id": self.run_id})
+        body: dict[str, Any] = {
+            "secret": self.secret,
+            "version": self.version,
+            "run_id": self.run_id,
+        }
+        if self.rollback_of is not None:
+            body["rollback_of"] = self.rollback_of
+        return json.dumps(body)
 
     @classmethod
     def decode(cls, data: str | bytes) -> Announcement | None:
         try:
             body = json.loads(data)
-            return cls(str(body["secret"]), str(body["version"]), body.get("run_id"))
-        except (ValueError, KeyError, TypeError):
+            abandoned = body.get("rollback_of")
+            return cls(
+                str(body["secret"]),
+                str(body["version"]),
+                body.get("run_id"),
+                str(abandoned) if abandoned is not None else None,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
 
@@ -125,13 +160,27 @@ class RolloutBus:
         _, members = pipe.execute()
         return sorted(members)
 
-    def acks(self, secret: str, version: str) -> dict[str, str]:
-        """Consumer id -> ``ok`` / ``failed: ...`` for ``version`` of ``secret``."""
-        found: dict[str, str] = self.client.hgetall(self._ack_key(secret, version))  # type: ignore[assignment]
+    def acks(self, announcement: Announcement) -> dict[str, str]:
+        """Consumer id -> ``ok`` / ``failed: ...`` for ``announcement``."""
+        found: dict[str, str] = self.client.hgetall(self.ack_key(announcement))  # type: ignore[assignment]
         return dict(found)
 
-    def forget_acks(self, secret: str, version: str) -> None:
-        self.client.delete(self._ack_key(secret, version))
+    def forget_acks(self, announcement: Announcement) -> None:
+        """Done with these acknowledgements: they expire within ``ACK_RETENTION_SECONDS``.
+
+        Not deleted: a consumer answering a duplicate announcement after this would re-create
+        the hash; it lands in the expiring one instead, without extending it."""
+        self.client.expire(self.ack_key(announcement), ACK_RETENTION_SECONDS)
+
+    def uptime(self) -> float | None:
+        """Seconds since the Redis server started (None when ``INFO`` is not allowed): a
+        restarted server may have lost every heartbeat and acknowledgement."""
+        try:
+            info = self.client.info("server")
+        except redis.ResponseError:
+            return None
+        seconds = info.get("uptime_in_seconds") if isinstance(info, dict) else None
+        return float(seconds) if isinstance(seconds, int | float) else None
 
     # --- consumer side ---------------------------------------------------------------------
 
@@ -160,15 +209,17 @@ class RolloutBus:
         pipe.delete(f"{self.prefix}:consumer:{consumer_id}")
         pipe.execute()
 
-    def acknowledge(self, consumer_id: str, secret: str, version: str, outcome: str) -> None:
-        key = self._ack_key(secret, version)
-        pipe = self.client.pipeline()
-        pipe.hset(key, consumer_id, outcome)
-        pipe.expire(key, ACK_TTL_SECONDS)
-        pipe.execute()
+    def acknowledge(self, consumer_id: str, announcement: Announcement, outcome: str) -> None:
+        """Record ``outcome`` for ``announcement``; the key's TTL is set only when it has none."""
+        self.client.eval(
+            _ACK_SCRIPT, 1, self.ack_key(announcement), consumer_id, outcome, ACK_TTL_SECONDS
+        )
 
-    def _ack_key(self, secret: str, version: str) -> str:
-        return f"{self.prefix}:acks:{secret}:{version}"
+    def ack_key(self, announcement: Announcement) -> str:
+        key = f"{self.prefix}:acks:{announcement.secret}:{announcement.version}"
+        if announcement.rollback_of is not None:
+            key += f":rollback:{announcement.run_id}"
+        return key
 
     def close(self) -> None:
         self.client.close()

@@ -147,7 +147,9 @@ def rollback_command(name: str, retry_after: str) -> None:
 
     Possible while the rotation has promoted the new value and not yet started retiring the
     old one (state promoted, or restarted during the retire grace): the old credential is
-    still valid. The run ends failed ("rolled back by <you>").
+    still valid. The workers make it current again, announce that through the policy's
+    restart strategy (consumers move back) and only then revoke the new credential; the run
+    ends failed ("rolled back by <you>").
 
     \b
     Examples:
@@ -158,14 +160,17 @@ def rollback_command(name: str, retry_after: str) -> None:
         delay = parse_duration(retry_after)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retry-after") from None
+    console = make_console()
     with open_runtime() as runtime:
         done = rollback_secret(runtime, name, cli_actor(), retry_after=delay)
-    click.echo(f"rolled back {name}: run {done.run_id} ({done.from_state} -> failed); {done.note}")
-    if done.next_due_at is not None:
-        click.echo(
-            f"the schedule tries {name} again at {fmt_time(done.next_due_at)} UTC; pause its "
-            "policy (paused: true) to hold it longer"
-        )
+    console.print(
+        f"rolling back {escape(name)}: run {done.run_id} ({done.from_state} -> {done.state}); "
+        f"{escape(done.note)}; it ends failed and the schedule tries {escape(name)} again "
+        f"{escape(retry_after)} later (pause its policy to hold it longer); follow it with "
+        f"`keyturn history {escape(name)}`"
+    )
+    if done.enqueue:
+        send_to_workers(console, done.run_id, done.state)
 
 
 # --- following a run ---------------------------------------------------------------------------

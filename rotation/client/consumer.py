@@ -3,7 +3,9 @@
 When a secret the application has read is promoted, the agent drops that cache entry, runs the
 callbacks registered with ``manager.on_rotate(name, callback)`` (rebuild a connection pool, an
 HTTP client...), then acknowledges ``(consumer id, secret, version)`` so the engine may retire the
-old credential. A heartbeat announces which secrets the consumer uses. Losing Redis never breaks
+old credential. A rollback announcement (the previous version is current again) is followed the
+same way, so the engine may revoke the abandoned credential. A heartbeat announces which
+secrets the consumer uses. Losing Redis never breaks
 ``get()``: the cache's TTL still applies, and the agent resubscribes when Redis returns, dropping
 its whole cache because it may have missed promotions meanwhile.
 """
@@ -66,7 +68,7 @@ class ConsumerAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._beater: threading.Thread | None = None
-        self._handled: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._handled: OrderedDict[Announcement, str] = OrderedDict()
 
     def start(self) -> ConsumerAgent:
         if self._thread is None:
@@ -152,21 +154,27 @@ class ConsumerAgent:
         )
 
     def _handle(self, announcement: Announcement) -> None:
-        key = (announcement.secret, announcement.version)
         if announcement.secret not in self.manager.secrets_in_use():
             return
-        outcome = self._handled.get(key)
+        # keyed by the whole announcement: a rollback back to a version this consumer moved to
+        # in an earlier run is a new move
+        outcome = self._handled.get(announcement)
         if outcome is None:
             outcome = self._move(announcement)
-            self._handled[key] = outcome
+            self._handled[announcement] = outcome
             while len(self._handled) > 1000:
                 self._handled.popitem(last=False)
         # re-publications get the same answer again (our first ack may have been lost)
-        self.bus.acknowledge(self.consumer_id, announcement.secret, announcement.version, outcome)
+        self.bus.acknowledge(self.consumer_id, announcement, outcome)
 
     def _move(self, announcement: Announcement) -> str:
         self.manager.invalidate(announcement.secret)
-        event = RotationEvent(announcement.secret, announcement.version, announcement.run_id)
+        event = RotationEvent(
+            announcement.secret,
+            announcement.version,
+            announcement.run_id,
+            announcement.rollback_of,
+        )
         for callback in self.manager.rotate_callbacks(announcement.secret):
             try:
                 callback(event)
@@ -180,8 +188,12 @@ class ConsumerAgent:
                 where = getattr(callback, "__name__", "callback")
                 return f"failed: {type(exc).__name__} in {where}"
         log.info(
-            "moved to the new version of %s",
+            "moved to the %s version of %s",
+            "previous" if announcement.is_rollback else "new",
             announcement.secret,
-            extra={"action": "consumer.moved", "secret": announcement.secret},
+            extra={
+                "action": "consumer.moved_back" if announcement.is_rollback else "consumer.moved",
+                "secret": announcement.secret,
+            },
         )
         return "ok"

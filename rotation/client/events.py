@@ -10,11 +10,14 @@ __all__ = ["RotateCallback", "RotationEvent"]
 
 @dataclass(frozen=True)
 class RotationEvent:
-    """A promotion this consumer must move to; read the new value with ``manager.get``."""
+    """A version this consumer must move to; read it with ``manager.get``. Usually a
+    promotion; after a rollback ``rollback_of`` names the abandoned version and ``version`` is
+    the one that is current again (the same callback moves the consumer back)."""
 
     secret: str
     version: str
     run_id: int | None = None
+    rollback_of: str | None = None
 
 
 RotateCallback = Callable[[RotationEvent], None]

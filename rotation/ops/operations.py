@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select
 
 from rotation.access.guard import authorize_audited
 from rotation.access.roles import Permission, acting_as
@@ -25,7 +25,6 @@ from rotation.errors import (
     ConfigurationError,
     NothingToResolve,
     NothingToRollBack,
-    RotationError,
     VersionConflict,
 )
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
@@ -33,7 +32,7 @@ from rotation.names import validate_name
 from rotation.run.engine import Engine
 from rotation.run.runtime import Runtime
 from rotation.run.states import ACTIVE_STATES, FINAL_STATES, RunState
-from rotation.run.steps import FAILED_RETRY_DELAY, StepInput, rollback_where_safe
+from rotation.run.steps import FAILED_RETRY_DELAY
 from rotation.scheduler.triggers import matching_secrets
 
 __all__ = [
@@ -220,13 +219,15 @@ def provider_of(runtime: Runtime, secret: str) -> str:
 
 @dataclass(frozen=True)
 class RolledBack:
-    """The run that was rolled back, from which state, and when the secret is next due."""
+    """The run being rolled back, from which state, and where it is now (``rolling_back``: the
+    caller enqueues its step, which tells consumers before the new credential is revoked)."""
 
     secret: str
     run_id: int
     from_state: str
+    state: str
     note: str
-    next_due_at: datetime | None
+    enqueue: bool
 
 
 _ROLLBACK_STATES = (RunState.PROMOTED.value, RunState.RESTARTED.value)
@@ -240,49 +241,56 @@ def rollback_secret(
     retry_after: timedelta = FAILED_RETRY_DELAY,
     lease: timedelta = timedelta(minutes=5),
 ) -> RolledBack:
-    """Re-promote the previous version of ``secret`` while it is still valid; end the run failed.
+    """Start rolling ``secret`` back to its previous version while that is still valid.
 
     Possible while the secret's active run is ``promoted``, or ``restarted`` before its retire
-    step tried anything (``attempt`` 0: the old credential is untouched). Takes the run's lease
-    with the engine's compare-and-set, so no step runs meanwhile. The schedule tries the secret
-    again after ``retry_after``.
+    step tried anything (``attempt`` 0: the old credential is untouched). The engine moves the
+    run to ``rolling_back`` (its lease's compare-and-set, so no step runs meanwhile); the
+    workers then make the previous version current, announce it through the policy's restart
+    strategy and revoke the new credential once consumers moved back; the run ends ``failed``
+    and the schedule tries the secret again after ``retry_after``.
     """
     validate_name(secret)
     run = _active_run(runtime, secret)
     if run is None or run.state not in _ROLLBACK_STATES or _retire_started(run):
         raise NothingToRollBack(_refusal(runtime, secret, run))
-    owner = f"rollback:{actor}@{runtime.worker_id}"[:200]
-    _take_lease(runtime, run, owner, lease)
+    row = _policy_row(runtime, run)
+    provider = runtime.provider(run.provider)
+    if provider.read(secret).token != run.token:
+        raise NothingToRollBack(
+            f"nothing to roll back: the current version of {secret!r} is no longer the one "
+            f"run {run.id} promoted (it was written since); nothing was changed"
+        )
+    engine = Engine(runtime, lease=lease)
     try:
-        step = _step_input(runtime, run, runtime.clock())
-        if step.provider.read(secret).token != run.token:
-            raise NothingToRollBack(
-                f"nothing to roll back: the current version of {secret!r} is no longer the one "
-                f"run {run.id} promoted (it was written since); nothing was changed"
-            )
-    except BaseException:
-        _release(runtime, run, owner)
-        raise
-    try:
-        # restarted before retire is, for backend and target, the same as promoted
-        note = rollback_where_safe(step, RunState.PROMOTED)
-    except Exception as exc:
-        error = f"rollback by {actor} incomplete ({type(exc).__name__}: {exc})"[:_MAX_ERROR]
-        _end(runtime, run, owner, RunState.NEEDS_ATTENTION, error, error, None)
-        raise RotationError(f"{error}; run {run.id} of {secret!r} now needs attention") from exc
-    next_due_at = _end(
-        runtime,
-        run,
-        owner,
-        RunState.FAILED,
-        f"rolled back by {actor}",
-        f"rolled back by {actor}: {note}",
-        retry_after,
+        advanced = engine.roll_back(run.id, actor, retry_after, expected=RunState(run.state))
+    except NothingToResolve:
+        with runtime.ledger.sessions() as session:
+            fresh = session.get(Run, run.id)
+        if fresh is not None and fresh.state == run.state:
+            raise VersionConflict(
+                f"run {run.id} of {secret!r} is being advanced by "
+                f"{fresh.lease_owner or 'a worker'} right now; try again in a few seconds"
+            ) from None
+        still_active = fresh if fresh is not None and fresh.state not in FINAL_STATES else None
+        raise NothingToRollBack(_refusal(runtime, secret, still_active)) from None
+    note = (
+        "rolling back: the previous version is made current again and announced through "
+        f"restart {runtime.policy(row).restart.strategy!r}; the new credential is revoked once "
+        "consumers moved back"
     )
-    return RolledBack(secret, run.id, run.state, note, next_due_at)
+    state = advanced.state.value if advanced.state is not None else run.state
+    return RolledBack(secret, run.id, run.state, state, note, advanced.enqueue)
 
 
-_MAX_ERROR = 1000
+def _policy_row(runtime: Runtime, run: Run) -> PolicyRow:
+    with runtime.ledger.sessions() as session:
+        row = session.get(PolicyRow, run.policy_name)
+    if row is None:
+        raise ConfigurationError(
+            f"policy {run.policy_name!r} of run {run.id} no longer exists; nothing was changed"
+        )
+    return row
 
 
 def _active_run(runtime: Runtime, secret: str) -> Run | None:
@@ -336,112 +344,6 @@ def _refusal(runtime: Runtime, secret: str, active: Run | None) -> str:
 
 def _stamp(at: datetime | None) -> str:
     return f"{at:%Y-%m-%d %H:%M:%S} UTC" if at is not None else "an unknown time"
-
-
-def _take_lease(runtime: Runtime, run: Run, owner: str, lease: timedelta) -> None:
-    now = runtime.clock()
-    with runtime.ledger.transaction() as session:
-        taken = session.execute(
-            update(Run)
-            .where(
-                Run.id == run.id,
-                Run.state == run.state,
-                or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
-                or_(Run.state == RunState.PROMOTED.value, Run.attempt == 0),
-            )
-            .values(lease_owner=owner, lease_expires_at=now + lease, updated_at=now)
-            .returning(Run.id)
-        ).first()
-    if taken is not None:
-        return
-    with runtime.ledger.sessions() as session:
-        fresh = session.get(Run, run.id)
-    leased = fresh is not None and (fresh.lease_expires_at or now) > now
-    if fresh is not None and leased and fresh.state == run.state:
-        raise VersionConflict(
-            f"run {run.id} of {run.secret!r} is being advanced by "
-            f"{fresh.lease_owner or 'a worker'} right now; try again in a few seconds"
-        )
-    still_active = fresh if fresh is not None and fresh.state not in FINAL_STATES else None
-    raise NothingToRollBack(_refusal(runtime, run.secret, still_active))
-
-
-def _release(runtime: Runtime, run: Run, owner: str) -> None:
-    with runtime.ledger.transaction() as session:
-        session.execute(
-            update(Run)
-            .where(Run.id == run.id, Run.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-        )
-
-
-def _step_input(runtime: Runtime, run: Run, now: datetime) -> StepInput:
-    """The input of a step of ``run``, exactly as the engine builds it."""
-    with runtime.ledger.sessions() as session:
-        row = session.get(PolicyRow, run.policy_name)
-    if row is None:
-        raise ConfigurationError(
-            f"policy {run.policy_name!r} of run {run.id} no longer exists; nothing was changed"
-        )
-    # the engine's own builder: a step input must match what its steps get (services, data)
-    return Engine(runtime).step_input(run, runtime.policy(row), now)
-
-
-def _end(
-    runtime: Runtime,
-    run: Run,
-    owner: str,
-    final: RunState,
-    last_error: str,
-    message: str,
-    retry_after: timedelta | None,
-) -> datetime | None:
-    """Commit the run's end (fenced by our lease) with its event and the schedule's next try."""
-    now = runtime.clock()
-    next_due_at = None
-    with runtime.ledger.transaction() as session:
-        changed = session.execute(
-            update(Run)
-            .where(Run.id == run.id, Run.lease_owner == owner, Run.state == run.state)
-            .values(
-                state=final.value,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-                state_entered_at=now,
-                finished_at=now,
-                last_error=last_error[:_MAX_ERROR],
-                next_attempt_at=None,
-                enqueued_at=None,
-            )
-            .returning(Run.id)
-        ).first()
-        if changed is None:
-            raise VersionConflict(
-                f"run {run.id} of {run.secret!r} lost its rollback lease before the commit; "
-                f"check `keyturn history {run.secret}`"
-            )
-        session.add(
-            RunEvent(
-                run_id=run.id,
-                at=now,
-                step="rollback",
-                from_state=run.state,
-                to_state=final.value,
-                outcome="rollback" if final is RunState.FAILED else "failed",
-                attempt=run.attempt,
-                worker=owner,
-                message=message[:_MAX_ERROR],
-            )
-        )
-        if retry_after is not None:
-            schedule = session.execute(
-                select(Schedule).where(Schedule.secret == run.secret).with_for_update()
-            ).scalar_one_or_none()
-            if schedule is not None and schedule.policy_name == run.policy_name:
-                schedule.last_run_id = run.id
-                schedule.next_due_at = next_due_at = now + retry_after
-    return next_due_at
 
 
 # --- resolve ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pydantic import (
 from rotation.durations import Duration, format_duration
 from rotation.errors import ConfigurationError
 from rotation.generator import GeneratorPolicy
+from rotation.policy.grace import DEFAULT_CONSUMER_CACHE_TTL, revoke_grace_problem
 from rotation.policy.restart import NoRestart, RestartStrategy, parse_strategy
 from rotation.policy.schedule_spec import ScheduleSpec, WindowSpec
 from rotation.rotators.registry import ROTATORS, target_schema
@@ -62,10 +63,14 @@ class Policy(Spec):
     schedule: ScheduleSpec
     window: WindowSpec | None = None
     jitter: Duration = timedelta(0)
-    retire_after: Duration = timedelta(0)
     restart: SerializeAsAny[RestartStrategy] = Field(default_factory=NoRestart)
     generator: GeneratorPolicy = Field(default_factory=GeneratorPolicy)
     target: SerializeAsAny[BaseModel] = Field(default=None, validate_default=True)
+    #: How long consumers may serve a value from their cache (SECRETS_CACHE_TTL).
+    consumer_cache_ttl: Duration = DEFAULT_CONSUMER_CACHE_TTL
+    #: Grace between the restart step and revoking the old credential (after kind, restart,
+    #: target and consumer_cache_ttl: its check needs them; see rotation/policy/grace.py).
+    retire_after: Duration = Field(default=timedelta(0), validate_default=True)
     max_attempts: StrictInt = Field(default=5, ge=1, le=50)
     paused: StrictBool = False
 
@@ -150,6 +155,23 @@ class Policy(Spec):
         if isinstance(value, model):
             return value
         return model.model_validate({} if value is None else value)
+
+    @field_validator("retire_after")
+    @classmethod
+    def _revoke_grace(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        """The defaults rule (rotation/policy/grace.py); skipped while a field it needs is
+        itself invalid (that error is reported)."""
+        data = info.data
+        if not all(k in data for k in ("kind", "restart", "target", "consumer_cache_ttl")):
+            return value
+        if isinstance(data["target"], _NoTarget):
+            return value
+        problem = revoke_grace_problem(
+            data["kind"], data["target"], data["restart"], value, data["consumer_cache_ttl"]
+        )
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @staticmethod
     def is_glob(pattern: str) -> bool:

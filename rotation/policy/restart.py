@@ -8,6 +8,11 @@ runner on first use. A runner is ``runner(step, spec, wave_started) -> WaveOutco
 A strategy's worst case (``command``: every command running to its timeout) must fit the step
 budget, 80% of the lease (``KEYTURN_LEASE_SECONDS``, read when the policy is validated): the
 loader refuses it otherwise, naming the field. Each wave of ``waves`` is a step of its own.
+
+Two answers each strategy gives the rest of the code: ``confirms`` (when it is done, consumers
+have moved: the defaults rule of ``rotation/policy/grace.py`` relies on it) and ``retry_budget``
+(how long a retryable failure of the strategy is retried, counted from when it started: time,
+not attempts, so a short outage of Redis or of a deploy hook only delays the run).
 """
 
 from __future__ import annotations
@@ -87,6 +92,17 @@ class RestartStrategy(Spec):
 
     strategy: str
 
+    @property
+    def confirms(self) -> bool:
+        """Whether being done means the consumers moved (a strategy of a plug-in: no, unless
+        it says so)."""
+        return False
+
+    @property
+    def retry_budget(self) -> timedelta | None:
+        """How long retryable failures are retried (None: the policy's ``max_attempts``)."""
+        return None
+
     @field_validator("strategy")
     @classmethod
     def _known(cls, value: str) -> str:
@@ -131,6 +147,16 @@ def strategy_runner(name: str) -> Callable[..., Any]:
     return runner
 
 
+#: Default ``retry_for`` of ``command`` and ``webhook`` (``acknowledge`` waits ``timeout``).
+_RETRY_FOR = timedelta(minutes=10)
+
+
+def _check_retry_for(value: timedelta) -> timedelta:
+    if not timedelta(0) < value <= timedelta(days=1):
+        raise ValueError("retry_for must be above 0 and at most 1d")
+    return value
+
+
 class NoRestart(RestartStrategy):
     """Nothing to wait for: consumers re-read the secret themselves (cache TTL)."""
 
@@ -144,6 +170,15 @@ class AcknowledgeRestart(RestartStrategy):
     timeout: Duration = timedelta(minutes=10)
     on_timeout: Literal["fail", "proceed"] = "fail"
 
+    @property
+    def confirms(self) -> bool:
+        # proceeding without the silent consumers confirms nothing about them
+        return self.on_timeout == "fail"
+
+    @property
+    def retry_budget(self) -> timedelta:
+        return self.timeout
+
 
 class CommandRestart(RestartStrategy):
     """Run commands in order (e.g. ``kubectl rollout restart``, then ``kubectl rollout status``)."""
@@ -156,6 +191,21 @@ class CommandRestart(RestartStrategy):
     #: passed but PATH, HOME, locale and KEYTURN_SECRET/VERSION/RUN_ID, so a command that prints
     #: its environment cannot leak the worker's own credentials into the logs.
     pass_env: Annotated[tuple[str, ...], Field(max_length=50)] = ()
+    #: How long a failing command (non-zero exit, timeout) is retried, with the run's backoff.
+    retry_for: Duration = Field(default=_RETRY_FOR, validate_default=True)
+
+    @field_validator("retry_for")
+    @classmethod
+    def _retry_window(cls, value: timedelta) -> timedelta:
+        return _check_retry_for(value)
+
+    @property
+    def confirms(self) -> bool:
+        return True
+
+    @property
+    def retry_budget(self) -> timedelta:
+        return self.retry_for
 
     @field_validator("pass_env")
     @classmethod
@@ -195,6 +245,21 @@ class WebhookRestart(RestartStrategy):
     #: Name of the secret (in the same backend) that holds the HMAC key.
     hmac_secret: str
     timeout: Duration = Field(default=timedelta(seconds=10), validate_default=True)
+    #: How long a failing call (non-2xx, no answer) is retried, with the run's backoff.
+    retry_for: Duration = Field(default=_RETRY_FOR, validate_default=True)
+
+    @field_validator("retry_for")
+    @classmethod
+    def _retry_window(cls, value: timedelta) -> timedelta:
+        return _check_retry_for(value)
+
+    @property
+    def confirms(self) -> bool:
+        return True
+
+    @property
+    def retry_budget(self) -> timedelta:
+        return self.retry_for
 
     @field_validator("hmac_secret")
     @classmethod
@@ -226,6 +291,10 @@ class WavesRestart(RestartStrategy):
         Field(max_length=10),
     ]
     concurrency: StrictInt = Field(default=1, ge=1, le=1000)
+
+    @property
+    def confirms(self) -> bool:
+        return all(wave.confirms for wave in self.waves)
 
     @field_validator("waves")
     @classmethod

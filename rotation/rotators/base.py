@@ -134,8 +134,11 @@ class Rotator(Protocol):
         ...
 
     def undo(self, ctx: RotationContext) -> None:
-        """Make the target accept the backend's CURRENT value again (after the engine discarded
-        the pending value, or rolled a promotion back). A no-op where nothing changed."""
+        """Make the target accept the backend's CURRENT value again, and only it: before
+        promotion the engine calls it *before* it discards the pending value (``ctx.staged()``
+        still reads it); after a promotion, once the rollback was announced to consumers and
+        they moved back, so it may revoke the abandoned credential. A no-op where nothing
+        changed."""
         ...
 
 

@@ -11,8 +11,13 @@ before every external action it asks the ledger whether it still holds the lease
 took the run over) stops there and commits nothing: every commit is fenced by the lease's
 owner, which is unique per lease taken.
 
-The engine is the one writer of run transitions: steps (``advance``) and an operator's way out
-of ``needs_attention`` (``retry_run``, ``abandon_run``).
+The engine is the one writer of run transitions: steps (``advance``), an operator's rollback
+(``roll_back``) and way out of ``needs_attention`` (``retry_run``, ``abandon_run``).
+
+A failure after promotion does not undo anything at once: the run enters ``rolling_back``, whose
+step re-promotes the previous version, announces it through the restart strategy and revokes
+the abandoned credential only after that (rotation/run/rollback.py). The restart step and the
+rollback's announcement are bounded by time (the strategy's budget), not attempts.
 """
 
 from __future__ import annotations
@@ -46,8 +51,11 @@ from rotation.policy import Policy
 from rotation.policy.due import next_due
 from rotation.providers.base import Provider
 from rotation.rotators.base import RotationContext, StepGuard
+from rotation.rotators.registry import capabilities_of
 from rotation.run.notify import Notice, Notifier
+from rotation.run.restart import restart_deadline
 from rotation.run.retry import ExponentialBackoff, is_retryable
+from rotation.run.rollback import rollback_data, rollback_deadline, rollback_plan
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
 from rotation.run.steps import FAILED_RETRY_DELAY, STEPS, StepInput, StepResult, rollback_where_safe
@@ -67,6 +75,9 @@ PauseHook = Callable[[str, str], None]
 _MAX_ERROR_CHARS = 1000
 #: Pauses after each failed rollback try (at most ~2 s in all, well inside a lease).
 ROLLBACK_PAUSES = (0.2, 0.5, 1.0, 0.0)
+#: The longest wait between tries of a step bounded by time (a restart, a rollback's
+#: announcement): once Redis or a deploy hook is back, the run goes on within this.
+TIMED_RETRY_CAP = timedelta(seconds=15)
 #: States whose work a removed policy's run undoes (after promotion it finishes instead).
 _BEFORE_PROMOTION = frozenset(
     {RunState.PENDING, RunState.CREATED, RunState.APPLIED, RunState.TESTED}
@@ -235,8 +246,12 @@ class Engine:
         except Exception as exc:
             return self._on_setup_error(run, state, step_name, exc, owner)
 
-        if run.attempt > run.max_attempts:
+        deadline = self._deadline(state, step)
+        if deadline is None and run.attempt > run.max_attempts:
             message = f"attempts exhausted at step {step_name} ({run.max_attempts})"
+            return self._give_up(run, state, step_name, step, message, lease)
+        if deadline is not None and now >= deadline + self.lease:  # its tries keep dying
+            message = f"{run.last_error or 'no try finished'}; its time budget ran out"
             return self._give_up(run, state, step_name, step, message, lease)
         removed = _removal(run, policy_row, schedule)
         if removed is not None and state in _BEFORE_PROMOTION:
@@ -247,11 +262,21 @@ class Engine:
         try:
             result = STEPS[state][1](step)
         except Exception as exc:
-            return self._on_error(run, state, step_name, step, exc, lease)
+            return self._on_error(run, state, step_name, step, exc, lease, deadline)
         self._pause(step_name, "after")
         if result.wait_until is not None:
             return self._wait(run, state, step_name, result, owner, now)
+        if state is RunState.ROLLING_BACK:
+            return self._rolled_back(run, step_name, policy, result, owner)
         return self._transition(run, state, step_name, policy, result, owner)
+
+    def _deadline(self, state: RunState, step: StepInput) -> datetime | None:
+        """Until when this step's retryable failures are retried (None: by attempts)."""
+        if state is RunState.PROMOTED:
+            return restart_deadline(step, step.policy.restart, step.step_data)
+        if state is RunState.ROLLING_BACK:
+            return rollback_deadline(step)
+        return None
 
     def _pause(self, step_name: str, phase: str) -> None:
         if self.pause_hook is not None:
@@ -272,7 +297,6 @@ class Engine:
             guard=guard,
         )
         owner = guard.owner if isinstance(guard, StepLease) else None
-        extra = {"guard": guard} if guard is not None else {}
         return StepInput(
             run_id=run.id,
             secret=run.secret,
@@ -287,7 +311,7 @@ class Engine:
             now=now,
             services=_RunServices(self, run, provider, owner),
             step_data=dict(run.step_data or {}),
-            **extra,
+            guard=guard if guard is not None else StepInput.unguarded(),
         )
 
     # --- commits (each fenced by our lease) ------------------------------------------------
@@ -416,9 +440,9 @@ class Engine:
         now: datetime,
     ) -> Advance:
         assert result.wait_until is not None
-        # a wait is not a failed try: give the attempt back
+        # a wait is not a failed try: give the attempt back (a piece done: start afresh)
         values: dict[str, object] = {
-            "attempt": run.attempt - 1,
+            "attempt": 0 if result.piece_done else run.attempt - 1,
             "next_attempt_at": result.wait_until,
             "enqueued_at": None,
         }
@@ -477,9 +501,20 @@ class Engine:
         return self._retry_later(run, state, step_name, error, owner)
 
     def _retry_later(
-        self, run: Run, state: RunState, step_name: str, error: str, owner: str
+        self,
+        run: Run,
+        state: RunState,
+        step_name: str,
+        error: str,
+        owner: str,
+        deadline: datetime | None = None,
     ) -> Advance:
-        wait_until = self.runtime.clock() + self.backoff.delay(max(1, run.attempt))
+        delay = self.backoff.delay(max(1, run.attempt))
+        if deadline is not None:  # a time budget: tries are cheap, come back soon after a fix
+            delay = min(delay, TIMED_RETRY_CAP)
+        wait_until = self.runtime.clock() + delay
+        if deadline is not None:
+            wait_until = min(wait_until, deadline)  # the last try comes at the deadline
         self._commit(
             run,
             owner=owner,
@@ -499,6 +534,7 @@ class Engine:
         step: StepInput,
         exc: Exception,
         lease: StepLease,
+        deadline: datetime | None = None,
     ) -> Advance:
         if isinstance(exc, LeaseLost):
             return self._lost(run, step_name, exc)
@@ -512,6 +548,11 @@ class Engine:
         )
         if not is_retryable(exc):
             return self._fail(run, state, step_name, step, error, lease)
+        if deadline is not None:  # a time budget: retried until it ends, whatever the count
+            if self.runtime.clock() >= deadline:
+                budget = f"its time budget ran out at {deadline:%Y-%m-%dT%H:%M:%SZ}"
+                return self._give_up(run, state, step_name, step, f"{error} ({budget})", lease)
+            return self._retry_later(run, state, step_name, error, lease.owner, deadline)
         if run.attempt >= run.max_attempts:
             return self._give_up(run, state, step_name, step, error, lease)
         return self._retry_later(run, state, step_name, error, lease.owner)
@@ -542,6 +583,10 @@ class Engine:
         error: str,
         lease: StepLease,
     ) -> Advance:
+        if state is RunState.PROMOTED:
+            return self._begin_rollback(run, step_name, error, RunState.FAILED, lease.owner)
+        if state is RunState.ROLLING_BACK:
+            return self._rollback_stopped(run, step_name, step, error, lease.owner)
         # the rollback gets a budget of its own, under a renewed lease
         if not lease.renew():
             return self._lost(run, step_name, LeaseLost("lease lost before the rollback"))
@@ -562,6 +607,12 @@ class Engine:
         error: str,
         lease: StepLease,
     ) -> Advance:
+        if state is RunState.PROMOTED:
+            return self._begin_rollback(
+                run, step_name, error, RunState.NEEDS_ATTENTION, lease.owner
+            )
+        if state is RunState.ROLLING_BACK:
+            return self._rollback_stopped(run, step_name, step, error, lease.owner)
         if not lease.renew():
             return self._lost(run, step_name, LeaseLost("lease lost before the rollback"))
         try:
@@ -572,6 +623,85 @@ class Engine:
         final = RunState.NEEDS_ATTENTION
         return self._end(run, final, step_name, step.policy, message, lease.owner)
 
+    # --- rolling back after promotion (rotation/run/rollback.py) ---------------------------
+
+    def _begin_rollback(
+        self,
+        run: Run,
+        step_name: str,
+        error: str,
+        end: RunState,
+        owner: str,
+        *,
+        retry_after: timedelta | None = None,
+        audit: AuditEvent | None = None,
+    ) -> Advance:
+        """Move a promoted run to ``rolling_back``; it ends in ``end`` once rolled back."""
+        now = self.runtime.clock()
+        message = (
+            f"{error}; rolling back: the previous version is made current again and announced "
+            "through the restart strategy before the new credential is revoked"
+        )
+        committed = self._commit(
+            run,
+            owner=owner,
+            step_name=step_name,
+            to_state=RunState.ROLLING_BACK,
+            outcome="rollback",
+            message=message,
+            values={
+                "state": RunState.ROLLING_BACK.value,
+                "attempt": 0,
+                "state_entered_at": now,
+                "next_attempt_at": None,
+                "enqueued_at": now,
+                "last_error": error[:_MAX_ERROR_CHARS],
+                "step_data": rollback_data(end, error, retry_after),
+            },
+            audit=audit,
+        )
+        return Advance(run.id, RunState.ROLLING_BACK, executed=True, enqueue=committed)
+
+    def _rolled_back(
+        self, run: Run, step_name: str, policy: Policy, result: StepResult, owner: str
+    ) -> Advance:
+        plan = rollback_plan(run.step_data)
+        end = RunState(plan.get("end", RunState.FAILED.value))
+        retry_after = plan.get("retry_after")
+        message = f"{plan.get('reason') or 'rolled back'}; {result.note}"
+        return self._end(
+            run,
+            end,
+            step_name,
+            policy,
+            message,
+            owner,
+            outcome="rollback",
+            retry_after=timedelta(seconds=retry_after) if retry_after is not None else None,
+        )
+
+    def _rollback_stopped(
+        self, run: Run, step_name: str, step: StepInput, error: str, owner: str
+    ) -> Advance:
+        """The rollback cannot go on: a human looks (with both credentials working, for a kind
+        that keeps two: nothing is revoked)."""
+        plan = rollback_plan(run.step_data)
+        done = plan.get("restored") or "the previous version may not be current yet"
+        if capabilities_of(step.policy.kind, step.policy.target).dual_valid:
+            left = (
+                "the abandoned credential was NOT revoked (consumers may still use it): "
+                "`keyturn resolve --retry` announces again, `--abandon` revokes it without waiting"
+            )
+        else:
+            left = (
+                "this kind has one credential, already set back: consumers that were not told "
+                "fail until they reload; `keyturn resolve --retry` announces again"
+            )
+        message = (
+            f"{plan.get('reason') or 'rolling back'}; rollback stopped: {error}; {done}; {left}"
+        )
+        return self._end(run, RunState.NEEDS_ATTENTION, step_name, step.policy, message, owner)
+
     def _end(
         self,
         run: Run,
@@ -580,6 +710,9 @@ class Engine:
         policy: Policy | None,
         message: str,
         owner: str,
+        *,
+        outcome: str = "failed",
+        retry_after: timedelta | None = None,
     ) -> Advance:
         now = self.runtime.clock()
         committed = self._commit(
@@ -587,7 +720,7 @@ class Engine:
             owner=owner,
             step_name=step_name,
             to_state=final,
-            outcome="failed",
+            outcome=outcome,
             message=message,
             values={
                 "state": final.value,
@@ -598,7 +731,7 @@ class Engine:
                 "enqueued_at": None,
             },
             # needs_attention keeps the schedule blocked until a human resolves the run
-            schedule_update=self._reschedule(run, policy, rotated=False)
+            schedule_update=self._reschedule(run, policy, rotated=False, retry_after=retry_after)
             if final is RunState.FAILED and policy is not None
             else None,
         )
@@ -722,6 +855,10 @@ class Engine:
             values.update(
                 token=secrets.token_hex(16), from_version=None, to_version=None, step_data=None
             )
+        elif resume in (RunState.PROMOTED, RunState.ROLLING_BACK):
+            # the announcement starts afresh (its old start would count as a timeout)
+            plan = rollback_plan(run.step_data) if resume is RunState.ROLLING_BACK else None
+            values["step_data"] = {"rollback": plan} if plan else None
         message = f"retried by {actor}: {note}"
         committed = self._commit(
             run,
@@ -748,6 +885,8 @@ class Engine:
             except SecretNotFound:
                 return None
 
+        if stopped is RunState.ROLLING_BACK and rollback_plan(run.step_data):
+            return stopped, "resuming the rollback (consumers are told again)", False
         if stopped in (RunState.PROMOTED, RunState.RESTARTED, RunState.RETIRED):
             if token_of(Stage.CURRENT) == run.token:
                 return stopped, f"resuming at {stopped.value}", False
@@ -759,6 +898,36 @@ class Engine:
         undo_from = stopped if stopped in _BEFORE_PROMOTION else RunState.PROMOTED
         note = rollback_where_safe(step, undo_from)
         return RunState.PENDING, f"starting over with a new token ({note})", True
+
+    def roll_back(
+        self, run_id: int, actor: str, retry_after: timedelta, *, expected: RunState
+    ) -> Advance:
+        """An operator's rollback of a promoted run (``expected``: ``promoted``, or
+        ``restarted`` before its retire step tried anything): the run enters ``rolling_back``
+        and the caller enqueues its step (``Advance.enqueue``), which tells consumers before
+        the new credential is revoked. Raises :class:`NothingToResolve` when the run moved."""
+        owner = self._new_owner(f"rollback:{actor}@{self._me}")
+        now = self.runtime.clock()
+        with self.runtime.ledger.transaction() as session:
+            taken = session.execute(
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    Run.state == expected.value,
+                    or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+                    or_(Run.state == RunState.PROMOTED.value, Run.attempt == 0),
+                )
+                .values(lease_owner=owner, lease_expires_at=now + self.lease, updated_at=now)
+                .returning(Run.id)
+            ).first()
+            run = session.get(Run, run_id)
+        if taken is None or run is None:
+            raise NothingToResolve(f"run {run_id} is being advanced or moved on; try again")
+        reason = f"rolled back by {actor}"
+        audit = self._resolve_audit(run, "run.rollback", actor, reason)
+        return self._begin_rollback(
+            run, "rollback", reason, RunState.FAILED, owner, retry_after=retry_after, audit=audit
+        )
 
     def _entered_at(self, run: Run, state: RunState) -> datetime | None:
         """When the run last entered ``state`` (so a resumed retire keeps its grace)."""
@@ -787,7 +956,9 @@ class Engine:
             self._release(run, owner)
             raise
         try:
-            note = rollback_where_safe(step, stopped)
+            # a rollback that stopped: finish it at once (consumers were told, or will not be)
+            undo_from = RunState.PROMOTED if stopped is RunState.ROLLING_BACK else stopped
+            note = rollback_where_safe(step, undo_from)
         except Exception as exc:
             error = f"abandon by {actor} incomplete: rollback failed ({_describe(exc)})"
             self._commit(
@@ -881,7 +1052,7 @@ class _RunServices:
             peers = session.execute(
                 select(Run.id, Run.step_data).where(
                     Run.policy_name == run.policy_name,
-                    Run.state == RunState.PROMOTED.value,
+                    Run.state.in_([RunState.PROMOTED.value, RunState.ROLLING_BACK.value]),
                     Run.id != run.id,
                 )
             ).all()

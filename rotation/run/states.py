@@ -24,6 +24,9 @@ class RunState(enum.StrEnum):
     RESTARTED = "restarted"
     #: The old credential was revoked after the policy's grace.
     RETIRED = "retired"
+    #: A step failed after promotion: the previous version is made current again, announced
+    #: through the restart strategy, and only then is the new credential revoked.
+    ROLLING_BACK = "rolling_back"
     #: Done.
     SUCCEEDED = "succeeded"
     #: Stopped on an error that retrying cannot fix; rolled back where safe.

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rotation.errors import RotationError
 from rotation.policy import Policy
 from rotation.providers.base import Provider
 from rotation.rotators.base import RotationContext, Rotator, StepGuard
@@ -14,7 +15,21 @@ from rotation.values import SecretValue
 if TYPE_CHECKING:
     from rotation.rollout import RolloutBus
 
-__all__ = ["StepInput", "StepResult", "StepServices"]
+__all__ = ["Move", "StepInput", "StepResult", "StepServices"]
+
+
+@dataclass(frozen=True)
+class Move:
+    """What a restart strategy tells the consumers: ``version`` is current now. For a rollback,
+    ``rollback_of`` is the version the run abandons (its consumers move back)."""
+
+    version: str
+    rollback_of: str | None = None
+
+    @property
+    def event(self) -> str:
+        """``promoted`` or ``rolled_back`` (a command's KEYTURN_EVENT, a webhook's event)."""
+        return "rolled_back" if self.rollback_of is not None else "promoted"
 
 
 class StepServices(Protocol):
@@ -56,6 +71,9 @@ class StepResult:
     note: str | None = None
     #: Progress to keep across waits (None: leave as is; {}: clear).
     step_data: dict[str, Any] | None = None
+    #: A piece of the step is done (a restart wave, a phase of a rollback): the next piece
+    #: starts with fresh attempts.
+    piece_done: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,3 +96,18 @@ class StepInput:
     #: The step's lease and budget: ``guard.check()`` before every external action (a backend
     #: write, a restart command, a webhook), timeouts capped by ``guard.remaining()``.
     guard: StepGuard = field(default=_UNGUARDED)
+    #: What the restart strategy announces (None: the run's promotion of ``to_version``).
+    move: Move | None = None
+
+    @staticmethod
+    def unguarded() -> StepGuard:
+        """No lease to check (a step input built outside the engine)."""
+        return _UNGUARDED
+
+    def announced(self) -> Move:
+        """The move the restart strategy tells consumers about."""
+        if self.move is not None:
+            return self.move
+        if self.to_version is None:
+            raise RotationError("no promoted version recorded for this run", retryable=False)
+        return Move(self.to_version)

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from rotation.errors import SecretNotFound, VersionConflict
 from rotation.run.restart import restart
+from rotation.run.rollback import roll_back
 from rotation.run.states import RunState
 from rotation.run.step import StepInput, StepResult
 from rotation.values import Stage
@@ -83,15 +84,20 @@ STEPS: dict[RunState, tuple[str, Callable[[StepInput], StepResult]]] = {
     RunState.PROMOTED: ("restart", restart),
     RunState.RESTARTED: ("retire", retire),
     RunState.RETIRED: ("finish", finish),
+    # after promotion, a failure goes back through here (rotation/run/rollback.py)
+    RunState.ROLLING_BACK: ("rollback", roll_back),
 }
 
 
 def rollback_where_safe(step: StepInput, state: RunState) -> str:
-    """Put the backend and target back on the old value, where that is still safe.
+    """Put the backend and target back on the old value at once, where that is still safe.
 
-    Before promotion the pending value is discarded; after promotion (and before the retire
-    step started) the previous version is re-promoted. From the retire step on, the new value
-    is current and working, and the old one may be partly revoked: nothing is undone."""
+    Before promotion the rotator's undo runs first (while the pending value is still readable:
+    a single user logs in with it), then the pending value is discarded. After promotion (and
+    before the retire step started) the previous version is re-promoted and undone at once:
+    the engine does that only through ``rolling_back``, which tells consumers first; this is
+    for an operator's ``resolve --abandon``. From the retire step on, the new value is current
+    and working, and the old one may be partly revoked: nothing is undone."""
     if state in (RunState.RESTARTED, RunState.RETIRED):
         return "no rollback: the new value is current and the old one may be revoked"
     current = step.provider.read(step.secret)
@@ -106,6 +112,8 @@ def rollback_where_safe(step: StepInput, state: RunState) -> str:
         step.rotator.undo(step.context)  # while the pending value is still readable
     step.guard.check()
     step.provider.discard_pending(step.secret, token=step.token)
+    if state in (RunState.PROMOTED, RunState.ROLLING_BACK):
+        return "rolled back: the previous version was current already; the target was undone"
     return "rolled back: the pending value was discarded"
 
 

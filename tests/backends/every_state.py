@@ -127,8 +127,9 @@ def populate(url: str, tmp: Path) -> EveryState:
             state.runs[secret] = run_id
             goal = {"failed": "promoted", "needs_attention": "applied"}.get(target, target)
             _drive(runtime, engine, run_id, RunState(goal))
-            if target == "failed":
+            if target == "failed":  # the workers' part of the rollback, in-process here
                 rollback_secret(runtime, secret, "alice")
+                _drive(runtime, engine, run_id, RunState.FAILED)
             if target == "restarted":  # the retire step starts its grace: a wait event
                 assert engine.advance(run_id, target).wait_until is not None
         _finish(runtime, state)
@@ -173,17 +174,14 @@ def _finish(runtime: Runtime, state: EveryState) -> None:
                 message=NEEDS_ATTENTION_ERROR,
             )
         )
-        # stalled: no progress (no event) for an hour, whatever lease takes touched the row
+        stalled, hour_ago = state.runs["svc/stalled"], now - timedelta(hours=1)
         session.execute(
             update(Run)
-            .where(Run.id == state.runs["svc/stalled"])
-            .values(created_at=now - timedelta(hours=1), next_attempt_at=None)
+            .where(Run.id == stalled)
+            .values(updated_at=hour_ago, created_at=hour_ago, next_attempt_at=None)
         )
-        session.execute(
-            update(RunEvent)
-            .where(RunEvent.run_id == state.runs["svc/stalled"])
-            .values(at=now - timedelta(hours=1))
-        )
+        # stall detection looks at progress (the last event), not at updated_at
+        session.execute(update(RunEvent).where(RunEvent.run_id == stalled).values(at=hour_ago))
         session.execute(
             update(Schedule)
             .where(Schedule.secret.in_(["svc/overdue", "frozen/paused"]))

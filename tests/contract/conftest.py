@@ -68,7 +68,6 @@ def _postgres(db: PgDatabase, mode: str) -> Subject:
         {"mode": mode, "admin_secret": "db/admin", "connect_timeout": 3},
         provider,
         _login(db.accepts),
-        keeps_rolled_back=mode == "alternating",
     )
     provider.write(subject.secret, db.credential(role, password))
     return subject
@@ -98,7 +97,6 @@ def _mysql(db: MariaDbDatabase, mode: str) -> Subject:
         {"mode": mode, "admin_secret": "db/admin", "connect_timeout": 3},
         provider,
         _login(db.accepts),
-        keeps_rolled_back=mode == "alternating",
     )
     provider.write(subject.secret, db.credential(user, password))
     return subject

@@ -36,9 +36,6 @@ class Subject:
     #: Whether the target accepts a value (logs in with it, or the issuer knows it).
     works: Callable[[SecretValue], bool]
     secret: str = "cred/app"
-    #: After a rollback the rolled-back credential may keep working (alternating users: the
-    #: next rotation resets it; docs/rotators.md).
-    keeps_rolled_back: bool = False
     generator: dict[str, Any] = field(default_factory=lambda: dict(GENERATOR))
 
     @property
@@ -57,6 +54,7 @@ class Subject:
                 "schedule": {"every": "30d"},
                 "generator": self.generator,
                 "target": self.target,
+                "consumer_cache_ttl": "0s",  # no consumers here (the defaults rule)
             }
         )
 

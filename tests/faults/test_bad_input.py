@@ -707,6 +707,7 @@ policies:
     kind: postgres
     schedule: {{every: 30d}}
     retire_after: 0s
+    consumer_cache_ttl: 0s   # no consumer caches it here (the defaults rule)
     max_attempts: 2
     target: {target}
 """

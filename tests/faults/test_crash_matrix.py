@@ -61,6 +61,7 @@ policies:
     kind: postgres
     schedule: {{every: 30d}}
     retire_after: 0s
+    consumer_cache_ttl: 0s   # no consumer caches it here (the defaults rule)
     max_attempts: 5
     target: {{mode: alternating, admin_secret: db/admin, connect_timeout: 3}}
 """

@@ -64,6 +64,7 @@ policies:
     kind: {kind}
     schedule: {{every: 30d}}
     retire_after: 0s
+    consumer_cache_ttl: 0s   # no consumer caches it here (the defaults rule)
     max_attempts: 5
     target: {target}
 """

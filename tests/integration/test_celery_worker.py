@@ -120,6 +120,7 @@ policies:
     kind: postgres
     schedule: {{every: 90d}}
     retire_after: 1s
+    consumer_cache_ttl: 0s   # no consumer caches it here (the defaults rule)
     target: {{mode: alternating, admin_secret: db/admin, connect_timeout: 3}}
 """
 

@@ -370,7 +370,9 @@ def test_plan_flags_collision_and_over_budget(env: Env, tmp_path: Path) -> None:
 # --- rollback ------------------------------------------------------------------------------------
 
 
-def test_rollback_during_restarted_restores_the_previous_value(env: Env) -> None:
+def test_rollback_during_restarted_restores_the_previous_value(
+    env: Env, sent: list[tuple[int, str]]
+) -> None:
     run = env.drive(env.start("svc/slow"))
     assert run.state == "restarted" and run.next_attempt_at is not None  # in the retire grace
     store = env.store()
@@ -379,21 +381,26 @@ def test_rollback_during_restarted_restores_the_previous_value(env: Env) -> None
 
     result = cli("rollback", "svc/slow")
     assert result.exit_code == 0, result.output
-    assert f"run {run.id} (restarted -> failed)" in result.output
+    assert f"run {run.id} (restarted -> rolling_back)" in result.output
     assert new_value not in result.output and VALUES["svc/slow"] not in result.output
+    assert sent == [(run.id, "rolling_back")]  # the workers roll it back, telling consumers
+    rolling = env.run(run.id)
+    assert rolling.state == "rolling_back" and rolling.lease_owner is None
+    after = env.drive(run.id)
     assert store.read("svc/slow").value == VALUES["svc/slow"]
-    after = env.run(run.id)
-    assert after.state == "failed" and after.last_error == "rolled back by alice"
+    assert after.state == "failed" and (after.last_error or "").startswith("rolled back by alice")
     assert after.lease_owner is None and after.finished_at is not None
     with env.runtime.ledger.sessions() as session:
-        last = session.scalars(
-            select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id.desc())
-        ).first()
-    assert last is not None and (last.step, last.outcome, last.to_state) == (
+        found = session.scalars(
+            select(RunEvent).where(RunEvent.run_id == run.id).order_by(RunEvent.id)
+        ).all()
+    assert (found[-1].step, found[-1].outcome, found[-1].to_state) == (
         "rollback",
         "rollback",
         "failed",
     )
+    began = [e for e in found if e.to_state == "rolling_back" and e.from_state == "restarted"]
+    assert began and began[0].worker.startswith("rollback:alice@")
     schedule = env.schedule("svc/slow")
     assert schedule.next_due_at is not None
     assert timedelta(minutes=55) < schedule.next_due_at - datetime.now(UTC) < timedelta(hours=1)
@@ -401,7 +408,7 @@ def test_rollback_during_restarted_restores_the_previous_value(env: Env) -> None
     assert not env.engine().advance(run.id, "restarted").executed
 
 
-def test_rollback_from_promoted_and_lease_contention(env: Env) -> None:
+def test_rollback_from_promoted_and_lease_contention(env: Env, sent: list[tuple[int, str]]) -> None:
     run_id = env.start("svc/slow")
     run = env.drive(run_id, until=RunState.PROMOTED)
     assert run.state == "promoted"
@@ -415,6 +422,7 @@ def test_rollback_from_promoted_and_lease_contention(env: Env) -> None:
         )
     result = cli("rollback", "svc/slow", "--retry-after", "7d")
     assert result.exit_code == 0, result.output
+    assert env.drive(run_id).state == "failed"
     assert env.store().read("svc/slow").value == VALUES["svc/slow"]
     assert env.schedule("svc/slow").next_due_at - datetime.now(UTC) > timedelta(days=6)
 

@@ -116,10 +116,52 @@ def test_losing_redis_never_breaks_get_and_the_agent_comes_back(throwaway_redis)
     bus = RolloutBus(throwaway_redis.url)
     assert wait(lambda: bus.live_consumers(secret) == [agent.consumer_id])
     backend.write(secret, "v3")
-    bus.publish(Announcement(secret, "v3-version", 7))
-    assert wait(lambda: bus.acks(secret, "v3-version") == {agent.consumer_id: "ok"})
+    promotion = Announcement(secret, "v3-version", 7)
+    bus.publish(promotion)
+    assert wait(lambda: bus.acks(promotion) == {agent.consumer_id: "ok"})
     assert moved and moved[-1].version == "v3-version"
     assert manager.get(secret) == "v3"  # invalidated on the announcement, not the TTL
     manager.close()
     assert bus.live_consumers(secret) == []  # a clean shutdown withdraws at once
     bus.close()
+
+
+def test_a_rollback_announcement_moves_a_consumer_back_and_is_acknowledged_apart(
+    throwaway_redis,
+) -> None:
+    """A consumer that moved to v2 hears "v1 is current again" (run 8 rolled back): it drops
+    its cache, runs its callbacks with ``rollback_of`` set and acknowledges under a key of its
+    own; a version it moved to in an earlier run is no excuse not to move again."""
+    backend = MemoryProvider()
+    secret = f"svc_{uuid.uuid4().hex[:6]}/token"
+    backend.write(secret, "v1")
+    manager = SecretsManager(backend, cache_ttl=300)
+    moved: list[RotationEvent] = []
+    manager.on_rotate(secret, moved.append)
+    assert manager.get(secret) == "v1"
+    agent = manager.subscribe(throwaway_redis.url, heartbeat_ttl=3)
+    assert agent.connected.wait(5)
+    bus = RolloutBus(throwaway_redis.url)
+    try:
+        earlier = Announcement(secret, "version-1", 7)  # v1 was promoted by run 7
+        bus.publish(earlier)
+        assert wait(lambda: bus.acks(earlier) == {agent.consumer_id: "ok"})
+        backend.write(secret, "v2")
+        promotion = Announcement(secret, "version-2", 8)
+        bus.publish(promotion)
+        assert wait(lambda: bus.acks(promotion) == {agent.consumer_id: "ok"})
+        assert manager.get(secret) == "v2"
+        backend.write(secret, "v1")  # the rollback makes v1 current again
+        rollback = Announcement(secret, "version-1", 8, rollback_of="version-2")
+        bus.publish(rollback)
+        assert wait(lambda: bus.acks(rollback) == {agent.consumer_id: "ok"})
+        assert manager.get(secret) == "v1"
+        assert [(e.version, e.rollback_of) for e in moved] == [
+            ("version-1", None),
+            ("version-2", None),
+            ("version-1", "version-2"),
+        ]
+        assert bus.ack_key(rollback) != bus.ack_key(earlier)
+    finally:
+        manager.close()
+        bus.close()

@@ -127,7 +127,8 @@ def test_pages_render_with_the_right_flags_in_a_real_browser(
 
         failed = every_state.runs["svc/failed"]
         visit(f"/runs/{failed}", "run-failed")
-        assert page.locator('#steps tr[data-outcome="rollback"]').count() == 1
+        # its rollback began (promoted -> rolling_back) and ended (rolling_back -> failed)
+        assert page.locator('#steps tr[data-outcome="rollback"]').count() == 2
         assert "rolled back by alice" in page.locator("#last-error").inner_text()
 
         # --- needs attention: stuck first, with the exact commands ----------------------------

@@ -153,20 +153,29 @@ def test_a_step_is_cut_off_at_its_budget_well_inside_the_lease(
 def test_a_rollback_after_the_budget_ran_out_gets_a_budget_of_its_own(
     ledger_url, svc_backend, clock, tmp_path
 ) -> None:
-    """The last attempt is cut off at the budget; the rollback that follows runs under a renewed
-    lease (its backend writes would be refused with the spent budget) and completes."""
-    restart = "{strategy: command, timeout: 30s, commands: [[sleep, '8']]}"
-    body = one_secret_policy(restart).replace("max_attempts: 3", "max_attempts: 1")
-    schedules = write_policy(tmp_path / "s", body).parent
+    """The last try of the restart is cut off at the step budget; the rollback is a step of its
+    own (``rolling_back``), under a new lease with a budget of its own, so its backend write
+    completes. Its announcement (the same command) is cut off too: it stops, with the previous
+    version current and nothing revoked."""
+    restart = "{strategy: command, timeout: 30s, retry_for: 1s, commands: [[sleep, '8']]}"
+    schedules = write_policy(tmp_path / "s", one_secret_policy(restart)).parent
     runtime, _, dispatcher = make(ledger_url, svc_backend, clock, schedules)
     engine = Engine(runtime, lease=timedelta(seconds=5))
     run_id, _ = dispatcher.tick().enqueue[0]
     advance_to(engine, run_id, RunState.PROMOTED)
+    clock.advance(seconds=2)  # retry_for (1s) is spent: this try is the last one
     outcome = engine.advance(run_id, "promoted")
-    assert outcome.state is RunState.NEEDS_ATTENTION
+    assert outcome.state is RunState.ROLLING_BACK and outcome.enqueue
+    assert "StepBudgetExceeded" in (run_row(ledger_url, run_id).last_error or "")
+    restored = engine.advance(run_id, "rolling_back")  # a new lease: restore fits its budget
+    assert restored.state is RunState.ROLLING_BACK and restored.enqueue
+    assert svc_backend.read("svc/key").value == "initial"
+    clock.advance(seconds=2)
+    stopped = engine.advance(run_id, "rolling_back")  # the announcement is cut off as well
+    assert stopped.state is RunState.NEEDS_ATTENTION
     run = run_row(ledger_url, run_id)
-    assert "StepBudgetExceeded" in (run.last_error or "")
-    assert "rolled back: the previous version is current again" in (run.last_error or "")
+    assert "rollback stopped: StepBudgetExceeded" in (run.last_error or "")
+    assert "the previous version is current again" in (run.last_error or "")
     assert svc_backend.read("svc/key").value == "initial"
 
 

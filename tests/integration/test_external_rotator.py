@@ -37,6 +37,7 @@ policies:
     provider: {provider}
     kind: external
     schedule: {{every: 30d}}
+    consumer_cache_ttl: 0s   # no consumer caches it here (the defaults rule)
     max_attempts: {attempts}
     target:
       url: {url}

@@ -201,6 +201,75 @@ def test_single_user_undo(single: Scenario) -> None:
     assert single.works(old)
 
 
+def test_single_user_undo_before_promotion_needs_no_admin(single: Scenario) -> None:
+    """The engine undoes before it discards the pending value: a single user's undo logs in
+    with this run's password (the one the database holds since apply), no admin needed."""
+    old = single.value()
+    ctx = single.start("t1")
+    new = single.value(Stage.PENDING)
+    assert single.works(new) and not single.works(old)
+    single.rotator.undo(ctx)
+    single.rotator.undo(ctx)
+    assert single.works(old) and not single.works(new)
+
+
+def test_alternating_refuses_a_role_that_owns_objects(alternating: Scenario) -> None:
+    """Owner rights cannot be granted: the clone could not use a table the app role owns (the
+    first SELECT after the switch fails with 42501). Apply refuses and says how to fix it."""
+    s = alternating
+    app = s.value()["username"]
+    admin_sql(
+        s.db,
+        "CREATE TABLE app.own (id int)",
+        sql.SQL("ALTER TABLE app.own OWNER TO {}").format(ident(app)),
+    )
+    ctx = s.ctx("t1")
+    s.provider.stage_pending(SECRET, s.rotator.create(ctx, s.value()), token="t1")
+    with pytest.raises(TargetRejected) as info:
+        s.rotator.apply(ctx)
+    message = info.value.message
+    assert f"Role {app!r} owns table app.own" in message and "group role" in message
+    assert f"GRANT {app}_owner TO {app}" in message and not info.value.retryable
+    assert not s.works(s.value(Stage.PENDING))  # nothing applied
+    # the fix the message gives: a group role owns the table, granted to the app role
+    group = s.db.role("app_owner")
+    admin_sql(
+        s.db,
+        sql.SQL("CREATE ROLE {} NOLOGIN").format(ident(group)),
+        sql.SQL("GRANT {} TO {}").format(ident(group), ident(app)),
+        sql.SQL("ALTER TABLE app.own OWNER TO {}").format(ident(group)),
+    )
+    s.rotator.apply(ctx)
+    s.rotator.test(ctx)
+    new = s.value(Stage.PENDING)
+    with s.db.connect(new["username"], new["password"]) as conn:
+        assert conn.execute("SELECT count(*) FROM app.own").fetchone() == (0,)
+
+
+def test_test_runs_the_policy_probe_as_the_new_user(alternating: Scenario) -> None:
+    """A column privilege is not mirrored: the probe the policy names catches it at ``test``,
+    before promotion, instead of the application's first query after the switch."""
+    s = alternating
+    app = s.value()["username"]
+    admin_sql(
+        s.db,
+        "CREATE TABLE app.customers (id int, email text)",
+        sql.SQL("GRANT SELECT (id) ON app.customers TO {}").format(ident(app)),
+    )
+    with s.db.connect(app, "first-pass'word") as conn:  # the app role can
+        conn.execute("SELECT id FROM app.customers LIMIT 1")
+    s.target["probe"] = "SELECT id FROM app.customers LIMIT 1"
+    ctx = s.ctx("t1")
+    s.provider.stage_pending(SECRET, s.rotator.create(ctx, s.value()), token="t1")
+    s.rotator.apply(ctx)
+    with pytest.raises(TargetRejected) as info:
+        s.rotator.test(ctx)
+    assert "probe" in info.value.message and info.value.sqlstate == "42501"
+    assert not info.value.retryable  # a permanent failure: the run rolls back before promotion
+    s.target["probe"] = "SELECT 1 FROM app.orders LIMIT 1"  # what the clone may do passes
+    s.rotator.test(ctx)
+
+
 def test_alternating_three_rotations_with_drift(alternating: Scenario) -> None:
     s = alternating
     first = s.value()
@@ -257,13 +326,17 @@ def test_alternating_undo_before_promotion(alternating: Scenario) -> None:
 
 
 def test_alternating_undo_after_rollback(alternating: Scenario) -> None:
+    """The engine undoes after a rollback only once consumers moved back: the abandoned role's
+    password stops working, so nobody can stay on it unnoticed."""
     s = alternating
     current = s.value()
     ctx = s.start("t1")
     s.provider.promote(SECRET, token="t1")
     s.provider.rollback(SECRET, token="t1")
+    abandoned = s.value(Stage.PREVIOUS)
     s.rotator.undo(ctx)
-    assert s.value() == current and s.works(current)
+    s.rotator.undo(ctx)
+    assert s.value() == current and s.works(current) and not s.works(abandoned)
     # the next run re-uses the inactive role and gives it a fresh password
     ctx = s.start("t2")
     s.finish(ctx)

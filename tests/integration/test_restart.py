@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -21,7 +22,7 @@ from rotation import SecretsManager
 from rotation.client.events import RotationEvent
 from rotation.ledger.models import Run, RunEvent
 from rotation.providers.memory import MemoryProvider
-from rotation.rollout import RolloutBus
+from rotation.rollout import ACK_RETENTION_SECONDS, Announcement, RolloutBus
 from tests.integration.test_engine import Clock, drive, make, write_policy
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -136,14 +137,31 @@ def test_acknowledge_waits_for_live_consumers(
     assert run.state == "succeeded"
     restart_ok = [e for e in events(runtime, run_id) if e.step == "restart" and e.outcome == "ok"]
     assert "1 consumer(s) acknowledged" in (restart_ok[0].message or "")
-    assert RolloutBus(REDIS).acks(secret, run.to_version or "") == {}  # cleaned up
+    # nothing outlives the run on the bus: the acknowledgements expire within the retention,
+    # and a late answer to a duplicate announcement (the engine re-publishes at every check)
+    # lands in the expiring hash without extending it
+    bus = RolloutBus(REDIS)
+    promotion = Announcement(secret, run.to_version or "", run_id)
+    key = bus.ack_key(promotion)
+    assert 0 < bus.client.ttl(key) <= ACK_RETENTION_SECONDS
+    bus.publish(promotion)
+    time.sleep(0.5)
+    assert bus.acks(promotion) == {agent.consumer_id: "ok"}
+    assert 0 < bus.client.ttl(key) <= ACK_RETENTION_SECONDS
+    bus.close()
 
 
 def test_a_failing_consumer_rolls_the_promotion_back(
     env, ledger_url, backend, secret, consumer, tmp_path
 ) -> None:
+    """The consumer cannot use the new value: the promotion is rolled back, and the rollback is
+    announced to it (it moves back and acknowledges) before the run ends."""
+    heard: list[RotationEvent] = []
+
     def broken_pool(event: RotationEvent) -> None:
-        raise ConnectionError("cannot log in with the new credential")
+        heard.append(event)
+        if event.rollback_of is None:
+            raise ConnectionError("cannot log in with the new credential")
 
     consumer.on_rotate(secret, broken_pool)
     assert consumer.subscribe(REDIS, heartbeat_ttl=3).connected.wait(5)
@@ -164,8 +182,15 @@ def test_a_failing_consumer_rolls_the_promotion_back(
     assert (
         "ConnectionError" in (run.last_error or "")
         and "previous version is current" in run.last_error
+        and "1 consumer(s) acknowledged the rollback" in run.last_error
     )
     assert backend.read(secret).value == "initial"  # rolled back while both were valid
+    assert [e.rollback_of for e in heard] == [None, run.to_version]
+    assert heard[-1].version == run.from_version
+    assert consumer.get(secret) == "initial"
+    steps = [(e.step, e.to_state, e.outcome) for e in events(runtime, run_id)]
+    assert ("restart", "rolling_back", "rollback") in steps
+    assert steps[-1] == ("rollback", "failed", "rollback")
 
 
 def test_a_dead_consumer_stops_counting_when_its_heartbeat_lapses(
@@ -186,8 +211,12 @@ def test_a_dead_consumer_stops_counting_when_its_heartbeat_lapses(
     bus.close()
 
 
-@pytest.mark.parametrize("on_timeout, final", [("fail", "failed"), ("proceed", "succeeded")])
+@pytest.mark.parametrize(
+    "on_timeout, final", [("fail", "needs_attention"), ("proceed", "succeeded")]
+)
 def test_acknowledge_timeout(env, ledger_url, backend, secret, tmp_path, on_timeout, final) -> None:
+    """A consumer that never answers: with ``fail`` the promotion is rolled back, and the
+    rollback, which that consumer does not confirm either, stops before revoking anything."""
     bus = RolloutBus(REDIS)
     bus.heartbeat("silent", [secret], ttl=600, info={})  # alive, but never acknowledges
     body = policy(secret, f"{{strategy: acknowledge, timeout: 30s, on_timeout: {on_timeout}}}")
@@ -196,8 +225,9 @@ def test_acknowledge_timeout(env, ledger_url, backend, secret, tmp_path, on_time
     drive(engine, run_id, state, clock, dispatcher)
     run = run_state(runtime, run_id)
     assert run.state == final
-    if final == "failed":
+    if final == "needs_attention":
         assert "timed out" in (run.last_error or "") and backend.read(secret).value == "initial"
+        assert "rollback stopped" in (run.last_error or "") and "NOT revoked" in run.last_error
     else:
         assert backend.read(secret).value != "initial"
     bus.leave("silent", [secret])
@@ -323,3 +353,99 @@ def test_failure_notification_reaches_the_webhook(
     text = json.loads(payload)["text"]
     assert secret in text and "needs attention" in text and f"run {run_id}" in text
     assert "initial" not in text
+
+
+class RollbackReceiver(Receiver):
+    """A deploy hook that cannot take the new version but takes the rollback."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((dict(self.headers), body))
+        event = json.loads(body)["event"]
+        self.send_response(503 if event == "secret.promoted" else 200)
+        self.end_headers()
+
+
+def test_a_webhook_that_keeps_failing_is_retried_for_its_budget_then_told_of_the_rollback(
+    env, ledger_url, backend, secret, tmp_path
+) -> None:
+    handler = type("H", (RollbackReceiver,), {"answers": [], "received": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        body = policy(
+            secret, f'{{strategy: webhook, url: "{url}", hmac_secret: hooks/key, retry_for: 2m}}'
+        )
+        runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
+        ((run_id, state),) = enqueue
+        drive(engine, run_id, state, clock, dispatcher)
+    finally:
+        server.shutdown()
+        server.server_close()
+    run = run_state(runtime, run_id)
+    sent = [json.loads(payload) for _headers, payload in handler.received]
+    promoted = [p for p in sent if p["event"] == "secret.promoted"]
+    # time, not attempts: far more tries than max_attempts (3), all within retry_for
+    assert len(promoted) > 3
+    retries = [e for e in events(runtime, run_id) if e.step == "restart" and e.outcome == "retry"]
+    assert retries[-1].at - retries[0].at <= timedelta(minutes=2)
+    assert sent[-1]["event"] == "secret.rolled_back"
+    assert sent[-1]["version"] == run.from_version and sent[-1]["rollback_of"] == run.to_version
+    assert run.state == "needs_attention"  # the restart ran out of time: a human looks
+    assert "HTTP 503" in (run.last_error or "") and "rolled back" in run.last_error
+    assert backend.read(secret).value == "initial"
+
+
+def test_the_rollback_runs_the_restart_commands_again(env, ledger_url, backend, secret, tmp_path):
+    log = tmp_path / "events.log"
+    script = f'echo "$KEYTURN_EVENT $KEYTURN_VERSION" >> {log}'
+    body = policy(
+        secret,
+        f"{{strategy: waves, waves: [{{strategy: command, commands: [[sh, -c, '{script}']]}}, "
+        "{strategy: acknowledge, timeout: 30s}]}",
+    )
+    bus = RolloutBus(REDIS)
+    bus.heartbeat("silent", [secret], ttl=600, info={})  # the second wave times out
+    try:
+        runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
+        ((run_id, state),) = enqueue
+        drive(engine, run_id, state, clock, dispatcher)
+    finally:
+        bus.leave("silent", [secret])
+        bus.close()
+    run = run_state(runtime, run_id)
+    lines = log.read_text().splitlines()
+    assert lines[0] == f"promoted {run.to_version}"
+    assert lines[1] == f"rolled_back {run.from_version}"  # the first wave of the rollback
+    assert backend.read(secret).value == "initial"
+
+
+@pytest.mark.parametrize("action", ["retry", "abandon"])
+def test_a_rollback_that_stopped_is_resolved_by_hand(
+    env, ledger_url, backend, secret, tmp_path, action
+) -> None:
+    """A silent consumer stops the rollback (needs_attention, nothing revoked). Once it is
+    gone, ``retry`` resumes the rollback (announced again, with a fresh timeout) and
+    ``abandon`` finishes it at once; either way the run ends ``failed`` on the old value."""
+    bus = RolloutBus(REDIS)
+    bus.heartbeat("silent", [secret], ttl=600, info={})
+    body = policy(secret, "{strategy: acknowledge, timeout: 30s}")
+    runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
+    ((run_id, state),) = enqueue
+    drive(engine, run_id, state, clock, dispatcher)
+    assert run_state(runtime, run_id).state == "needs_attention"
+    assert engine.stopped_state(run_state(runtime, run_id)).value == "rolling_back"
+    bus.leave("silent", [secret])
+    bus.close()
+    if action == "retry":
+        advanced, note = engine.retry_run(run_id, "olivia")
+        assert advanced.state is not None and advanced.state.value == "rolling_back"
+        assert "resuming the rollback" in note
+        drive(engine, run_id, "rolling_back", clock, dispatcher)
+    else:
+        note = engine.abandon_run(run_id, "olivia", timedelta(hours=1))
+        assert "previous version" in note
+    run = run_state(runtime, run_id)
+    assert run.state == "failed", run.last_error
+    assert backend.read(secret).value == "initial"

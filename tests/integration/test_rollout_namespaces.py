@@ -71,14 +71,13 @@ def test_two_deployments_on_one_redis_hear_only_their_own_rotations(
         assert wait(lambda: stage_engine.live_consumers(secret) == [stage_app.agent.consumer_id])
         assert prod_engine.live_consumers(secret) == [prod_app.agent.consumer_id]
 
-        stage_engine.publish(Announcement(secret, "stage-v2", 1))
-        assert wait(
-            lambda: stage_engine.acks(secret, "stage-v2") == {stage_app.agent.consumer_id: "ok"}
-        )
+        promotion = Announcement(secret, "stage-v2", 1)
+        stage_engine.publish(promotion)
+        assert wait(lambda: stage_engine.acks(promotion) == {stage_app.agent.consumer_id: "ok"})
         time.sleep(0.5)  # time enough for a crossed message to arrive
         assert [e.version for e in stage_app.moved] == ["stage-v2"]
         assert prod_app.moved == []  # production never heard staging's promotion
-        assert prod_engine.acks(secret, "stage-v2") == {}
+        assert prod_engine.acks(promotion) == {}
     finally:
         for app in (stage_app, prod_app):
             app.manager.close()

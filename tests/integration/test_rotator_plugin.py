@@ -53,6 +53,7 @@ policies:
     secret: svc/token
     kind: file-token
     schedule: {{every: 30d}}
+    consumer_cache_ttl: 0s   # no consumer caches it here (the defaults rule)
     target:
       {field}: {path}
 """
@@ -67,7 +68,7 @@ def test_policies_check_validates_the_plugins_target(plugin_path: Path, tmp_path
     assert "file-token" in ok.stdout and "1 policy OK" in ok.stdout
     refused = keyturn("policies", "check", str(bad), pythonpath=plugin_path)
     assert refused.returncode == 1
-    assert f"{bad}:7: policies[0].target.pth: unknown field 'pth'; did you mean 'path'?" in (
+    assert f"{bad}:8: policies[0].target.pth: unknown field 'pth'; did you mean 'path'?" in (
         refused.stdout
     )
     # without the distribution on the path the kind does not exist

@@ -120,18 +120,29 @@ def test_policy_is_frozen() -> None:
         policy().name = "other"  # type: ignore[misc]
 
 
+#: What a revoking kind needs to pass the defaults rule (a grace of the consumers' cache TTL).
+GRACE = {"retire_after": "5m"}
+
+
 def test_postgres_target_defaults_and_validation() -> None:
-    p = policy(kind="postgres", target={"admin_secret": "db_admin"})
+    p = policy(kind="postgres", target={"admin_secret": "db_admin"}, **GRACE)
     assert isinstance(p.target, PostgresTarget)
     assert p.target_settings() == {
         "mode": "alternating",
         "admin_secret": "db_admin",
         "users": None,
         "connect_timeout": 5,
+        "probe": "SELECT 1",
     }
-    assert policy(kind="postgres", target={"mode": "single"}).target_settings()["mode"] == "single"
-    users = policy(kind="postgres", target={"admin_secret": "a", "users": ["app", "app_b"]})
+    single = policy(kind="postgres", target={"mode": "single"}, **GRACE)
+    assert single.target_settings()["mode"] == "single"
+    users = policy(
+        kind="postgres", target={"admin_secret": "a", "users": ["app", "app_b"]}, **GRACE
+    )
     assert users.target_settings()["users"] == ("app", "app_b")
+    target = {"admin_secret": "a", "probe": " SELECT 1 FROM t; "}
+    probe = policy(kind="postgres", target=target, **GRACE)
+    assert probe.target_settings()["probe"] == "SELECT 1 FROM t"
     for bad in [
         {},  # alternating needs admin_secret
         {"admin_secret": "a", "users": ["app"]},
@@ -141,9 +152,79 @@ def test_postgres_target_defaults_and_validation() -> None:
         {"mode": "both", "admin_secret": "a"},
         {"admin_secret": "a", "connect_timeout": 0},
         {"admin_secret": "a", "extra": 1},
+        {"admin_secret": "a", "probe": ""},
+        {"admin_secret": "a", "probe": ";"},
+        {"admin_secret": "a", "probe": "SELECT 1; DROP TABLE orders"},
     ]:
         with pytest.raises(ValidationError):
-            policy(kind="postgres", target=bad)
+            policy(kind="postgres", target=bad, **GRACE)
+
+
+# --- the defaults rule (rotation/policy/grace.py) --------------------------------------------
+
+PG = {"kind": "postgres", "target": {"admin_secret": "db/admin"}}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # retire_after 0s, restart none: the old role scrambled while consumers cache it
+        {"retire_after": "4m"},
+        {"restart": {"strategy": "acknowledge", "on_timeout": "proceed"}},
+        {
+            "restart": {
+                "strategy": "waves",
+                "waves": [{"strategy": "acknowledge"}, {"strategy": "none"}],
+            }
+        },
+        {"retire_after": "1m", "consumer_cache_ttl": "2m"},
+        {"target": {"mode": "single"}},
+    ],
+)
+def test_a_revoking_kind_needs_a_confirming_restart_or_a_grace(overrides: dict) -> None:
+    with pytest.raises(ValidationError) as caught:
+        policy(**{**PG, **overrides})
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("retire_after",)
+    message = error["msg"]
+    assert "shorter than consumer_cache_ttl" in message and "revokes the old credential" in message
+    assert "confirming restart strategy" in message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"retire_after": "5m"},
+        {"restart": {"strategy": "acknowledge", "timeout": "2m"}},
+        {"restart": {"strategy": "command", "commands": [["kubectl", "rollout", "restart"]]}},
+        {"restart": {"strategy": "webhook", "url": "https://h/x", "hmac_secret": "hooks/k"}},
+        {"restart": {"strategy": "waves", "waves": [{"strategy": "acknowledge"}]}},
+        {"retire_after": "1m", "consumer_cache_ttl": "1m"},
+        {"consumer_cache_ttl": "0s"},  # consumers that never cache (use_cache=False)
+    ],
+)
+def test_the_defaults_rule_accepts_safe_policies(overrides: dict) -> None:
+    policy(**{**PG, **overrides})
+
+
+def test_the_defaults_rule_leaves_kinds_that_do_not_revoke_alone() -> None:
+    assert policy().retire_after == timedelta(0)  # random without an issuer: nothing revoked
+    assert policy().consumer_cache_ttl == timedelta(minutes=5)
+
+
+def test_policies_check_refuses_an_unsafe_policy_naming_field_and_rule(tmp_path: Path) -> None:
+    errors = errors_of(
+        """
+        name: app-db
+        secret: db/app
+        kind: postgres
+        schedule: {every: 30d}
+        retire_after: 30s
+        target: {admin_secret: db/admin}
+        """
+    )
+    (error,) = errors
+    assert error.startswith("p.yaml:6: retire_after: 30s is shorter than consumer_cache_ttl (5m)")
 
 
 def test_a_registered_kind_brings_its_target_schema(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,10 +240,10 @@ def test_a_registered_kind_brings_its_target_schema(monkeypatch: pytest.MonkeyPa
         capabilities = Capabilities(dual_valid=True, revokes=True)
 
     monkeypatch.setitem(ROTATORS.aliases, "ldap", LdapRotator)
-    p = policy(kind="ldap", target={"base_dn": "dc=x"})
+    p = policy(kind="ldap", target={"base_dn": "dc=x"}, **GRACE)
     assert p.target_settings() == {"base_dn": "dc=x"}
     with pytest.raises(ValidationError):
-        policy(kind="ldap", target={})
+        policy(kind="ldap", target={}, **GRACE)
 
 
 @pytest.mark.parametrize(

@@ -220,9 +220,9 @@ class MySqlRotator:
         rolled_back = previous is not None and previous.token == ctx.token
         if target.mode == "single":
             self._undo_single(ctx, target, current, rolled_back)
-        elif not rolled_back:
-            # before promotion the inactive account's pending password must stop working; after
-            # a rollback the current (old) account was never touched
+        else:
+            # the other account's new password (pending, or abandoned by a rollback: the engine
+            # undoes that only once consumers moved back) stops working
             self._scramble(ctx, target, target.other(current.username), current)
 
     # --- single user -----------------------------------------------------------------------
@@ -246,12 +246,12 @@ class MySqlRotator:
     ) -> None:
         if _accepts(current, target.connect_timeout):
             return
+        # the password the server holds now is this run's (the engine undoes before it
+        # discards the pending value): log in with it, no admin needed
         candidates: list[Login] = []
-        if rolled_back:
-            previous = ctx.previous()
-            assert previous is not None
-            candidates.append(self._login(previous.value, "The previous value"))
-        # before promotion the engine has discarded the pending password: only an admin can help
+        mine = ctx.previous() if rolled_back else ctx.staged()
+        if mine is not None:
+            candidates.append(self._login(mine.value, "This run's value"))
         candidates += self._admin(ctx, target, current)
         self._set_via(candidates, target, current)
 

@@ -4,7 +4,8 @@ Secret value: ``{"username", "password", "host", "port", "dbname"}`` (optionally
 other fields are carried over). Policy ``target``: ``mode`` (``"alternating"``, the default,
 or ``"single"``), ``admin_secret`` (required for alternating), ``users`` (the role pair;
 default: the username without a ``_clone`` suffix, and that name + ``_clone``),
-``connect_timeout`` (seconds, default 5).
+``connect_timeout`` (seconds, default 5), ``probe`` (one read-only statement the test step runs
+as the new user, default ``SELECT 1``).
 
 Every connection to the target sets ``statement_timeout`` (30 s) and ``lock_timeout`` (5 s),
 each capped by what is left of the step's time budget, and is opened only while the worker
@@ -182,14 +183,76 @@ def _role_exists(conn: psycopg.Connection[Any], role: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
 
 
-def _login_check(cred: Credential, timeout: float, ctx: RotationContext | None = None) -> None:
+def _login_check(
+    cred: Credential, timeout: float, probe: str, ctx: RotationContext | None = None
+) -> None:
+    """Log in, check who we are, then run the policy's probe in a read-only transaction that
+    is rolled back (it proves what the application does works as this role)."""
     with _session(cred, timeout, ctx=ctx) as conn:
         try:
             row = conn.execute("SELECT current_user").fetchone()
         except psycopg.Error as exc:
             raise _sql_error(exc, "the login check") from None
-    if row is None or row[0] != cred.username:
-        raise TargetRejected(f"Logged in at {cred.where()} but as another role.")
+        if row is None or row[0] != cred.username:
+            raise TargetRejected(f"Logged in at {cred.where()} but as another role.")
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION READ ONLY")
+                conn.execute(probe.encode(), prepare=False)
+        except psycopg.Error as exc:
+            raise _sql_error(exc, f"the probe as role {cred.username!r} (target.probe)") from None
+
+
+#: Objects in the database owned by one of two roles (schemas, relations, functions, the
+#: database): an owner's rights are implicit, so the other role cannot be given them by grants.
+_OWNED = """
+SELECT o.kind, o.name, r.rolname FROM (
+    SELECT 'database' AS kind, d.datname::text AS name, d.datdba AS owner
+    FROM pg_database d WHERE d.datname = current_database()
+    UNION ALL
+    SELECT 'schema', n.nspname::text, n.nspowner FROM pg_namespace n
+    WHERE n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'
+    UNION ALL
+    SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                          WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table'
+                          ELSE 'table' END,
+           format('%%I.%%I', n.nspname, c.relname), c.relowner
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+      AND n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'
+    UNION ALL
+    SELECT 'function', format('%%I.%%I', n.nspname, p.proname), p.proowner
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'
+) o JOIN pg_roles r ON r.oid = o.owner
+WHERE r.rolname IN (%s, %s)
+ORDER BY 3, 1, 2
+"""
+
+
+def _refuse_owned_objects(conn: psycopg.Connection[Any], active: str, inactive: str) -> None:
+    """Alternating users cannot share what one of them owns: refuse, and say how to fix it."""
+    try:
+        owned = conn.execute(_OWNED, (active, inactive)).fetchall()
+    except psycopg.Error as exc:
+        raise _sql_error(exc, "the ownership check") from None
+    if not owned:
+        return
+    owner = str(owned[0][2])
+    other = inactive if owner == active else active
+    mine = [f"{kind} {name}" for kind, name, role in owned if role == owner]
+    listed = ", ".join(mine[:5])
+    more = len(mine) - 5
+    group = f"{active.removesuffix('_clone')}_owner"
+    raise TargetRejected(
+        f"Role {owner!r} owns {listed}{f' and {more} more' if more > 0 else ''} in database "
+        f"{conn.info.dbname!r}: an owner's rights cannot be granted, so role {other!r} could "
+        "not use them after a switch (SQLSTATE 42501). Let a group role own them, granted to "
+        f"the users: CREATE ROLE {group} NOLOGIN; GRANT {group} TO {owner}; ALTER ... OWNER TO "
+        f"{group} for each object (Keyturn mirrors the membership to {other!r}); then rotate "
+        "again.",
+        retryable=False,
+    )
 
 
 class PostgresRotator:
@@ -234,7 +297,7 @@ class PostgresRotator:
         """Log in with the new credential and check who we are."""
         target = target_of(ctx, PostgresTarget)
         new, _ = self._new_and_old(ctx)
-        _login_check(new, target.connect_timeout, ctx)
+        _login_check(new, target.connect_timeout, target.probe, ctx)
 
     def retire(self, ctx: RotationContext, old: SecretValue) -> None:
         """Alternating: give the old role an unknown password (it stays, as the next
@@ -252,7 +315,10 @@ class PostgresRotator:
         self._scramble(ctx, target, retired.username, current.dbname)
 
     def undo(self, ctx: RotationContext) -> None:
-        """Make the database accept the CURRENT value again, and only it."""
+        """Make the database accept the CURRENT value again, and only it.
+
+        The engine calls it before it discards this run's pending value (so a single user can
+        log in with it), and after a rollback only once consumers confirmed they moved back."""
         target = target_of(ctx, PostgresTarget)
         current = Credential.from_value(ctx.current().value, f"The current value of {ctx.secret!r}")
         if _stage_token(ctx, "current") == ctx.token:
@@ -262,9 +328,8 @@ class PostgresRotator:
         rolled_back = _stage_token(ctx, "previous") == ctx.token
         if target.mode == "single":
             self._undo_single(ctx, target, current, rolled_back)
-        elif not rolled_back:
-            # before promotion: the inactive role's pending password must stop working; after a
-            # rollback the current (old) role was never touched and nothing needs undoing
+        else:
+            # the other role's new password (pending, or abandoned by a rollback) stops working
             self._scramble(ctx, target, target.other(current.username), current.dbname)
 
     # --- single user -----------------------------------------------------------------------
@@ -289,12 +354,11 @@ class PostgresRotator:
     ) -> None:
         if _accepts(current, target.connect_timeout, ctx):
             return
+        # the password the database holds now is this run's: log in with it (no admin needed)
         candidates = []
-        if rolled_back:
-            previous = _read(ctx, "previous")
-            assert previous is not None
-            candidates.append(Credential.from_value(previous.value, "The previous value"))
-        # before promotion the engine has discarded the pending password: only an admin can help
+        mine = _read(ctx, "previous") if rolled_back else ctx.staged()
+        if mine is not None:
+            candidates.append(Credential.from_value(mine.value, "This run's value"))
         candidates += self._admin(ctx, target, current.dbname)
         self._set_via(candidates, target.connect_timeout, current, ctx)
 
@@ -328,6 +392,7 @@ class PostgresRotator:
         if admin.username in (old.username, new.username):
             raise RotationError("The admin_secret's role must not be one of the rotated roles.")
         with _session(admin, target.connect_timeout, ctx=ctx) as conn:
+            _refuse_owned_objects(conn, old.username, new.username)
             verifier = _verifier(conn, new.username, new.password)
             try:
                 with conn.transaction():

@@ -24,6 +24,19 @@ class PostgresTarget(Spec):
     #: The two roles to alternate; default: the secret's username and username + "_clone".
     users: tuple[str, str] | None = None
     connect_timeout: float = Field(default=5, gt=0, le=300)
+    #: One statement the test step runs as the new user, read-only (e.g. ``SELECT 1 FROM
+    #: orders LIMIT 1``): proves the new login can do what the application does.
+    probe: str = Field(default="SELECT 1", min_length=1, max_length=2000)
+
+    @field_validator("probe")
+    @classmethod
+    def _probe(cls, value: str) -> str:
+        statement = value.strip().rstrip(";").strip()
+        if not statement:
+            raise ValueError("give one SQL statement, e.g. 'SELECT 1 FROM orders LIMIT 1'")
+        if "\x00" in statement or ";" in statement:
+            raise ValueError("give exactly one SQL statement (no ';' inside, no NUL)")
+        return statement
 
     @field_validator("admin_secret")
     @classmethod

@@ -1,6 +1,8 @@
 """``command``: run argv lists in order, each with the strategy's timeout, in a minimal
-environment (PATH, HOME, locale, the policy's ``pass_env`` and KEYTURN_SECRET/VERSION/RUN_ID),
-so a command that prints its environment cannot leak the worker's own credentials."""
+environment (PATH, HOME, locale, the policy's ``pass_env`` and KEYTURN_SECRET/VERSION/RUN_ID/
+EVENT), so a command that prints its environment cannot leak the worker's own credentials.
+``KEYTURN_EVENT`` is ``promoted``, or ``rolled_back`` when a rollback runs the same commands
+(``KEYTURN_VERSION`` is then the version that is current again)."""
 
 from __future__ import annotations
 
@@ -32,10 +34,12 @@ def run_commands(step: StepInput, spec: RestartStrategy, progress: Progress) -> 
     assert isinstance(spec, CommandRestart)
     passed = (*_BASE_ENV, *spec.pass_env)
     env = {name: os.environ[name] for name in passed if name in os.environ}
+    move = step.announced()
     env.update(
         KEYTURN_SECRET=step.secret,
-        KEYTURN_VERSION=step.to_version or "",
+        KEYTURN_VERSION=move.version,
         KEYTURN_RUN_ID=str(step.run_id),
+        KEYTURN_EVENT=move.event,
     )
     scrub = _scrubber(step)
     configured = spec.timeout.total_seconds()

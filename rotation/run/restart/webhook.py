@@ -1,4 +1,7 @@
-"""``webhook``: POST the promotion to a URL, signed with HMAC-SHA256 (``X-Keyturn-Signature``)."""
+"""``webhook``: POST the promotion to a URL, signed with HMAC-SHA256 (``X-Keyturn-Signature``).
+
+A rollback POSTs ``{"event": "secret.rolled_back", "version": <current again>,
+"rollback_of": <abandoned>, ...}`` to the same URL."""
 
 from __future__ import annotations
 
@@ -24,16 +27,17 @@ def call_webhook(step: StepInput, spec: RestartStrategy, progress: Progress) -> 
         raise RotationError(
             f"the HMAC key secret {spec.hmac_secret} must be a string", retryable=False
         )
-    body = json.dumps(
-        {
-            "event": "secret.promoted",
-            "secret": step.secret,
-            "version": step.to_version,
-            "run_id": step.run_id,
-            "policy": step.policy.name,
-        },
-        sort_keys=True,
-    ).encode()
+    move = step.announced()
+    payload: dict[str, object] = {
+        "event": f"secret.{move.event}",
+        "secret": step.secret,
+        "version": move.version,
+        "run_id": step.run_id,
+        "policy": step.policy.name,
+    }
+    if move.rollback_of is not None:
+        payload["rollback_of"] = move.rollback_of
+    body = json.dumps(payload, sort_keys=True).encode()
     signature = hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
     request = urllib.request.Request(
         spec.url,
