@@ -24,12 +24,15 @@ _CRON_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 class ScheduleSpec(Spec):
-    """When a secret is due: ``every`` interval after the last rotation, or a UTC ``cron``."""
+    """When a secret is due: ``every`` interval after the last rotation, or a UTC ``cron``;
+    and/or ``renew_before`` its current credential expires (kinds whose credentials expire)."""
 
     every: Duration | None = None
     cron: str | None = None
+    #: Renew this long before the current credential's expiry (a certificate's not_after).
+    renew_before: Duration | None = None
 
-    @field_validator("every")
+    @field_validator("every", "renew_before")
     @classmethod
     def _positive(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value <= timedelta(0):
@@ -60,20 +63,35 @@ class ScheduleSpec(Spec):
 
     @model_validator(mode="after")
     def _one_of(self) -> ScheduleSpec:
-        if (self.every is None) == (self.cron is None):
+        if self.every is not None and self.cron is not None:
             raise ValueError(
                 "give either 'every' (e.g. 30d) or 'cron' (e.g. '0 3 * * 0'), not both"
+            )
+        if self.every is None and self.cron is None and self.renew_before is None:
+            raise ValueError(
+                "give 'every' (e.g. 30d), 'cron' (e.g. '0 3 * * 0') or, for credentials that "
+                "expire, 'renew_before' (e.g. 30d)"
             )
         return self
 
     def min_gap(self) -> timedelta:
-        """The shortest time between two due times (the interval, or the cron's tightest gap)."""
+        """The shortest time between two due times (the interval, or the cron's tightest gap;
+        with ``renew_before`` alone, the renewal's head start)."""
         if self.every is not None:
             return self.every
-        return cron_min_gap(self.cron or "") or timedelta(0)
+        if self.cron is not None:
+            return cron_min_gap(self.cron) or timedelta(0)
+        return self.renew_before or timedelta(0)
 
     def describe(self) -> str:
-        return f"every {format_duration(self.every)}" if self.every else f"cron {self.cron}"
+        parts = []
+        if self.every is not None:
+            parts.append(f"every {format_duration(self.every)}")
+        if self.cron is not None:
+            parts.append(f"cron {self.cron}")
+        if self.renew_before is not None:
+            parts.append(f"{format_duration(self.renew_before)} before expiry")
+        return " or ".join(parts)
 
 
 def cron_min_gap(expr: str, samples: int = 16) -> timedelta | None:
