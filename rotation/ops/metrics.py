@@ -141,7 +141,8 @@ class LedgerCollector(Collector):
             .order_by(Schedule.expires_at, Schedule.secret)
             .limit(self.max_secrets)
         ):
-            expiry.add_metric([secret, policy], (expires_at - now).total_seconds())
+            if expires_at is not None:
+                expiry.add_metric([secret, policy], (expires_at - now).total_seconds())
         paused = GaugeMetricFamily(
             "keyturn_policy_paused",
             "1 if the policy is paused (its due secrets wait, and are not overdue), else 0.",

@@ -10,6 +10,7 @@ import pytest
 from rotation.providers.memory import MemoryProvider
 from rotation.values import SecretValue
 from tests.adapters.reference_adapter import Adapter
+from tests.backends.iam import IamServer, IamUser
 from tests.backends.mariadb import MariaDbDatabase, quote_identifier
 from tests.backends.pgserver import PgDatabase
 from tests.backends.redis_acl import RedisAclServer
@@ -26,6 +27,12 @@ SUBJECTS = [
     "redis",
     "external",
     "external_command",
+    "aws_iam",
+    "aws_iam_self",
+    "ldap",
+    "ldap_alternating",
+    "certificate_internal",
+    "certificate_openbao",
 ]
 
 
@@ -189,3 +196,44 @@ def external_command_subject(tmp_path: Any) -> Subject:
     )
     provider.write(subject.secret, initial)
     return subject
+
+
+def _aws_iam(server: IamServer, user: IamUser, admin: bool) -> Subject:
+    provider = MemoryProvider()
+    target: dict[str, Any] = {
+        "endpoint_url": server.endpoint_url,
+        "region": server.region,
+        "ready_timeout": "3s",
+        "timeout": 5,
+    }
+    if admin:
+        assert server.admin is not None
+        provider.write(
+            "aws/admin",
+            {
+                "access_key_id": server.admin.access_key_id,
+                "secret_access_key": server.admin.secret_access_key,
+            },
+        )
+        target["admin_secret"] = "aws/admin"
+
+    def works(value: SecretValue) -> bool:
+        assert not isinstance(value, str)
+        return server.accepts(value["access_key_id"], value["secret_access_key"])
+
+    subject = Subject("aws_iam" if admin else "aws_iam_self", "aws-iam", target, provider, works)
+    initial = {"access_key_id": user.access_key_id, "secret_access_key": user.secret_access_key}
+    if admin:  # the self-managed subject learns its user name from STS
+        initial["user_name"] = user.user_name
+    provider.write(subject.secret, initial)
+    return subject
+
+
+@pytest.fixture
+def aws_iam_subject(iam_server: IamServer, iam_user: IamUser) -> Subject:
+    return _aws_iam(iam_server, iam_user, admin=True)
+
+
+@pytest.fixture
+def aws_iam_self_subject(iam_server: IamServer, iam_user: IamUser) -> Subject:
+    return _aws_iam(iam_server, iam_user, admin=False)

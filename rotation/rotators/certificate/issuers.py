@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -134,7 +134,7 @@ def _key_usage(key: Any) -> x509.KeyUsage:
     )
 
 
-def _hash_for(key: Any) -> hashes.HashAlgorithm | None:
+def _hash_for(key: Any) -> hashes.SHA256 | hashes.SHA384 | None:
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
@@ -145,8 +145,8 @@ def _hash_for(key: Any) -> hashes.HashAlgorithm | None:
 class OpenBaoPki:
     """An OpenBao (or Vault) PKI mount, reached with the workers' ``VAULT_*`` settings."""
 
-    _connections: dict[tuple[object, ...], Any] = {}
-    _lock = threading.Lock()
+    _connections: ClassVar[dict[tuple[object, ...], Any]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, mount: str, role: str, environ: Mapping[str, str]) -> None:
         self.mount, self.role = mount, role

@@ -83,8 +83,10 @@ class CertificateRotator:
         new_version, old_version = run_versions(ctx)
         new = Bundle.parse(new_version.value, f"The new value of {ctx.secret!r}")
         old = _maybe_bundle(old_version.value)
-        names = _names(target, old, ctx.secret) if _has_names(target) or old else Names.of(
-            new.certificate
+        names = (
+            _names(target, old, ctx.secret)
+            if _has_names(target) or old
+            else Names.of(new.certificate)
         )
         where = f"The new certificate of {ctx.secret!r}"
         if target.issuer == "internal":
