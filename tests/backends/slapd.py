@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,7 @@ class SlapdServer:
     root_dn: str
     root_password: str
     root: Path
+    tracked: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -160,6 +161,14 @@ class SlapdServer:
                 raise RuntimeError(f"LDAP {operation} {args[0]} failed: {conn.result}")
         finally:
             conn.unbind()
+
+    def track(self, dn: str) -> None:
+        """Delete ``dn`` at :meth:`delete_tracked` (an entry a test added beside its account)."""
+        self.tracked.append(dn)
+
+    def delete_tracked(self) -> None:
+        while self.tracked:
+            self.delete(self.tracked.pop())
 
     def pid(self) -> int | None:
         path = self.root / "slapd.pid"

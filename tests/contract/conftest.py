@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from tests.backends.iam import IamServer, IamUser
 from tests.backends.mariadb import MariaDbDatabase, quote_identifier
 from tests.backends.pgserver import PgDatabase
 from tests.backends.redis_acl import RedisAclServer
+from tests.backends.slapd import LdapAccount, SlapdServer
 from tests.contract.harness import Subject
 from tests.contract.issuer import Issuer
 
@@ -237,3 +239,47 @@ def aws_iam_subject(iam_server: IamServer, iam_user: IamUser) -> Subject:
 @pytest.fixture
 def aws_iam_self_subject(iam_server: IamServer, iam_user: IamUser) -> Subject:
     return _aws_iam(iam_server, iam_user, admin=False)
+
+
+def _ldap(server: SlapdServer, account: LdapAccount, mode: str) -> Subject:
+    provider = MemoryProvider()
+    target: dict[str, Any] = {"mode": mode, "connect_timeout": 3}
+    if mode == "alternating":
+        clone = account.dn.replace(f"uid={account.name},", f"uid={account.name}_clone,", 1)
+        server.add_service_account(f"{account.name}_clone", uuid.uuid4().hex)
+        server.track(clone)
+        provider.write(
+            "ldap/admin", {"bind_dn": server.root_dn, "password": server.root_password}
+        )
+        target["admin_secret"] = "ldap/admin"
+
+    def works(value: SecretValue) -> bool:
+        assert not isinstance(value, str)
+        return server.accepts(value["bind_dn"], value["password"])
+
+    subject = Subject(
+        "ldap" if mode == "single" else "ldap_alternating",
+        "ldap",
+        target,
+        provider,
+        works,
+        keeps_rolled_back=mode == "alternating",
+    )
+    provider.write(
+        subject.secret,
+        {"url": server.url, "bind_dn": account.dn, "password": account.password},
+    )
+    return subject
+
+
+@pytest.fixture
+def ldap_subject(slapd_server: SlapdServer, ldap_service_account: LdapAccount) -> Subject:
+    return _ldap(slapd_server, ldap_service_account, "single")
+
+
+@pytest.fixture
+def ldap_alternating_subject(
+    slapd_server: SlapdServer, ldap_service_account: LdapAccount
+) -> Iterator[Subject]:
+    yield _ldap(slapd_server, ldap_service_account, "alternating")
+    slapd_server.delete_tracked()
