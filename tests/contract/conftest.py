@@ -11,7 +11,9 @@ import pytest
 from rotation.providers.memory import MemoryProvider
 from rotation.values import SecretValue
 from tests.adapters.reference_adapter import Adapter
+from tests.backends.certs import InternalCaCerts, OpenBaoCerts
 from tests.backends.iam import IamServer, IamUser
+from tests.backends.openbao_pki import OpenBaoPki
 from tests.backends.mariadb import MariaDbDatabase, quote_identifier
 from tests.backends.pgserver import PgDatabase
 from tests.backends.redis_acl import RedisAclServer
@@ -283,3 +285,43 @@ def ldap_alternating_subject(
 ) -> Iterator[Subject]:
     yield _ldap(slapd_server, ldap_service_account, "alternating")
     slapd_server.delete_tracked()
+
+
+@pytest.fixture
+def certificate_internal_subject() -> Subject:
+    provider, ca = MemoryProvider(), InternalCaCerts()
+    provider.write("pki/ca", ca.ca)
+    subject = Subject(
+        "certificate_internal",
+        "certificate",
+        {"issuer": "internal", "ca_secret": "pki/ca", "ttl": "7d"},
+        provider,
+        ca.accepts,
+        secret="tls/app",
+        keeps_rolled_back=True,
+        issued_at_create=True,
+        keeps_discarded=True,
+    )
+    provider.write(subject.secret, ca.issue())
+    return subject
+
+
+@pytest.fixture
+def certificate_openbao_subject(
+    openbao_pki: OpenBaoPki, monkeypatch: pytest.MonkeyPatch
+) -> Subject:
+    certs, provider = OpenBaoCerts(openbao_pki), MemoryProvider()
+    for name, value in certs.env.items():
+        monkeypatch.setenv(name, value)
+    subject = Subject(
+        "certificate_openbao",
+        "certificate",
+        {"issuer": "openbao", "mount": openbao_pki.mount, "role": openbao_pki.role, "ttl": "2h"},
+        provider,
+        certs.accepts,
+        secret="tls/app",
+        keeps_rolled_back=True,
+        issued_at_create=True,
+    )
+    provider.write(subject.secret, certs.issue())
+    return subject

@@ -229,7 +229,8 @@ class OpenBaoPki:
         return found[-1:]
 
     def revoke(self, serial: str) -> None:
-        """Revoke ``serial`` (revoking it again, or an expired one, changes nothing)."""
+        """Revoke ``serial`` (revoking it again, an expired one, or one this mount never issued
+        changes nothing)."""
         import hvac.exceptions as hv
 
         def operation(client: Any) -> None:
@@ -237,7 +238,8 @@ class OpenBaoPki:
                 client.secrets.pki.revoke_certificate(serial, mount_point=self.mount)
             except hv.InvalidRequest as exc:
                 text = " ".join(str(e) for e in (exc.errors or [])).lower()
-                if "expired" in text or "already revoked" in text:
+                # expired, revoked before, or never issued by this mount: nothing to revoke
+                if "expired" in text or "already revoked" in text or "not found" in text:
                     return
                 raise
 
