@@ -75,7 +75,8 @@ def needs_read(expiry_checked_at: datetime | None, last_rotated_at: datetime | N
     """Whether a schedule's expiry was never read, or not since its last rotation."""
     if expiry_checked_at is None:
         return True
-    return last_rotated_at is not None and expiry_checked_at < last_rotated_at
+    # equal times: the read may have come first (a coarse clock, the embedded ledger's)
+    return last_rotated_at is not None and expiry_checked_at <= last_rotated_at
 
 
 def waits_for_expiry(
@@ -109,7 +110,7 @@ def refresh_expiries(
                     Schedule.removed_at.is_(None),
                     or_(
                         Schedule.expiry_checked_at.is_(None),
-                        Schedule.expiry_checked_at < Schedule.last_rotated_at,
+                        Schedule.expiry_checked_at <= Schedule.last_rotated_at,
                         Schedule.expiry_checked_at < now - refresh,
                     ),
                 )

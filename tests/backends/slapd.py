@@ -133,15 +133,20 @@ class SlapdServer:
     def accepts(self, dn: str, password: str) -> bool:
         """Whether a simple bind as ``dn`` with ``password`` succeeds (False on
         invalidCredentials)."""
-        from ldap3.core.exceptions import LDAPBindError
+        import ldap3
 
-        try:
-            self.connect(dn, password).unbind()
-        except LDAPBindError as exc:
-            if "invalidCredentials" in str(exc):
+        server = ldap3.Server(self.host, port=self.port, get_info=ldap3.NONE, connect_timeout=5)
+        conn = ldap3.Connection(
+            server, user=dn, password=password, receive_timeout=10, raise_exceptions=False
+        )
+        try:  # no auto_bind: a refused bind must not leave the socket open
+            if conn.bind():
+                return True
+            if conn.result.get("description") == "invalidCredentials":
                 return False
-            raise
-        return True
+            raise RuntimeError(f"LDAP bind as {dn} failed: {conn.result}")
+        finally:
+            conn.unbind()
 
     def add_service_account(self, name: str, password: str) -> str:
         """Add ``uid=name,ou=services,<suffix>`` (inetOrgPerson) with ``password``; its DN."""
