@@ -132,11 +132,12 @@ class OpenBaoCerts:
             )["data"]  # fmt: skip
         finally:
             client.adapter.close()
-        return {
+        raw = {
             "certificate": data["certificate"],
             "private_key": data["private_key"],
             "chain": "".join(c + "\n" for c in data.get("ca_chain") or [data["issuing_ca"]]),
         }
+        return Bundle.parse(raw, "issued").to_value()  # PEM with its final newlines
 
     def crl(self) -> x509.CertificateRevocationList:
         url = f"{self.pki.address}/v1/{self.pki.mount}/crl/pem"

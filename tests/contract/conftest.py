@@ -13,8 +13,8 @@ from rotation.values import SecretValue
 from tests.adapters.reference_adapter import Adapter
 from tests.backends.certs import InternalCaCerts, OpenBaoCerts
 from tests.backends.iam import IamServer, IamUser
-from tests.backends.openbao_pki import OpenBaoPki
 from tests.backends.mariadb import MariaDbDatabase, quote_identifier
+from tests.backends.openbao_pki import OpenBaoPki
 from tests.backends.pgserver import PgDatabase
 from tests.backends.redis_acl import RedisAclServer
 from tests.backends.slapd import LdapAccount, SlapdServer
@@ -250,9 +250,7 @@ def _ldap(server: SlapdServer, account: LdapAccount, mode: str) -> Subject:
         clone = account.dn.replace(f"uid={account.name},", f"uid={account.name}_clone,", 1)
         server.add_service_account(f"{account.name}_clone", uuid.uuid4().hex)
         server.track(clone)
-        provider.write(
-            "ldap/admin", {"bind_dn": server.root_dn, "password": server.root_password}
-        )
+        provider.write("ldap/admin", {"bind_dn": server.root_dn, "password": server.root_password})
         target["admin_secret"] = "ldap/admin"
 
     def works(value: SecretValue) -> bool:

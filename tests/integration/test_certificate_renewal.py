@@ -102,7 +102,7 @@ def test_a_certificate_is_due_renew_before_its_not_after(setup: Setup, ca: Inter
     report = setup.dispatcher.tick()
 
     assert report.expiries_read == 2
-    far, near = setup.schedule("tls/far"), setup.schedule("tls/near")
+    far = setup.schedule("tls/far")
     far_expiry = _expires(setup.backend.read("tls/far").value)
     assert far.expires_at == far_expiry
     assert far.next_due_at == far_expiry - timedelta(days=30)  # no run: 30 days to go

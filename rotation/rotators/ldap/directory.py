@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from rotation.errors import RotationError, TargetRejected
 from rotation.values import SecretValue
 
-__all__ = ["Account", "Directory", "REFUSED"]
+__all__ = ["REFUSED", "Account", "Directory"]
 
 #: A refused bind (LDAP invalidCredentials, 49), as a login refusal (SQLSTATE class 28).
 REFUSED = "28000"
@@ -130,9 +130,7 @@ class Directory:
             )
         return True
 
-    def set_password(
-        self, actor: Account, dn: str, new: str, *, old: str | None = None
-    ) -> None:
+    def set_password(self, actor: Account, dn: str, new: str, *, old: str | None = None) -> None:
         """Bound as ``actor``, set ``dn``'s password to ``new`` (RFC 3062 password modify;
         ``old`` when an account changes its own)."""
         with self.bound(actor) as conn:
@@ -166,8 +164,7 @@ class Directory:
         except LDAPException as exc:
             _close(conn)
             raise TargetRejected(
-                f"Cannot reach the directory at {account.url} ({type(exc).__name__}); retry "
-                "later.",
+                f"Cannot reach the directory at {account.url} ({type(exc).__name__}); retry later.",
                 retryable=True,
             ) from None
         except BaseException:
