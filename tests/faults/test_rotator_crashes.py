@@ -7,9 +7,9 @@ boundary resumes to exactly one new version".
 - What: real ``celery -A worker worker`` and ``beat`` processes (Redis broker, Postgres ledger,
   local store) rotate a credential of each kind against its real server: ``random`` (the value
   only), ``external`` (the HTTPS reference adapter, a fresh one per trial), ``mysql``
-  (alternating users on a throwaway MariaDB), ``redis`` (an ACL user on a throwaway redis-
-  server), ``aws-iam`` (a user's access keys on the authenticating moto IAM server), ``ldap`` (a
-  service account's password on a throwaway slapd, single mode) and ``certificate`` (a
+  (alternating users on a throwaway MariaDB), ``redis`` (an ACL user on a throwaway
+  redis-server), ``aws-iam`` (a user's access keys on the authenticating moto IAM server),
+  ``ldap`` (a service account's password on a throwaway slapd, single mode) and ``certificate`` (a
   certificate from an internal CA kept in the store). A worker started with
   ``KEYTURN_TEST_PAUSE=<step>:<phase>`` parks at that boundary (``before``: lease taken, nothing
   done; ``after``: the step's effect done, its transition not committed); the test SIGKILLs its
