@@ -10,6 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
 from rotation.errors import RotationError, TargetRejected
 from rotation.values import SecretValue
 
@@ -80,8 +85,6 @@ def _code(exc: Exception) -> str:
 
 def refusal(exc: Exception, action: str, *, endpoint: str) -> RotationError:
     """The Keyturn error for a boto error during ``action``."""
-    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ReadTimeoutError
-
     if isinstance(exc, ClientError):
         code = _code(exc)
         if code in REFUSED_KEY:
@@ -96,7 +99,7 @@ def refusal(exc: Exception, action: str, *, endpoint: str) -> RotationError:
         return TargetRejected(
             f"AWS refused {action} ({code}).", retryable=code in _RETRYABLE, sqlstate=code
         )
-    if isinstance(exc, ConnectionError | ReadTimeoutError):
+    if isinstance(exc, BotoConnectionError | ReadTimeoutError):
         return TargetRejected(
             f"Cannot reach AWS at {endpoint} for {action} ({type(exc).__name__}); retry later.",
             retryable=True,
@@ -119,9 +122,6 @@ class Iam:
         self.where = endpoint_url or "AWS IAM"
 
     def client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
-
         return boto3.session.Session().client(
             service,
             region_name=self.region,

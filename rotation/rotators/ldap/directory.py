@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
 from rotation.errors import RotationError, TargetRejected
 from rotation.values import SecretValue
 
@@ -75,8 +78,6 @@ class Directory:
         self.timeout = timeout
 
     def _server(self, url: str) -> Any:
-        import ldap3
-
         parts = urlsplit(url)
         secure = parts.scheme == "ldaps"
         host = parts.hostname or ""
@@ -98,8 +99,6 @@ class Directory:
     @contextmanager
     def bound(self, account: Account) -> Iterator[Any]:
         """A connection bound as ``account`` (:class:`TargetRejected` if refused); unbound after."""
-        from ldap3.core.exceptions import LDAPException
-
         conn = self._open(account)
         try:
             if not conn.bind():
@@ -142,9 +141,6 @@ class Directory:
                 raise _refusal(conn.result, actor, f"the password change of {dn!r}")
 
     def _open(self, account: Account) -> Any:
-        import ldap3
-        from ldap3.core.exceptions import LDAPException
-
         server = self._server(account.url)
         conn = ldap3.Connection(
             server,
@@ -174,8 +170,6 @@ class Directory:
 
 
 def _close(conn: Any) -> None:
-    from ldap3.core.exceptions import LDAPException
-
     try:
         conn.unbind()
     except LDAPException:
