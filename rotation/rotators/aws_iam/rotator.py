@@ -42,7 +42,7 @@ class AwsIamRotator:
         target = target_of(ctx, AwsIamTarget)
         key = AccessKey.from_value(current, f"The current value of {ctx.secret!r}")
         user = self._user(ctx, target, current, key)
-        iam = self._iam(ctx, target, key)
+        iam = self._iam(ctx, target, self._admin_or(ctx, target, key))
         ctx.check_lease()
         keys = iam.keys(user)
         ids = [k.access_key_id for k in keys]

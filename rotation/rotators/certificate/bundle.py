@@ -95,6 +95,8 @@ class Bundle:
         if missing:
             raise RotationError(f"{what} lacks {', '.join(missing)} (PEM).", retryable=False)
         certificates = load_certificates(str(value["certificate"]), f"{what}'s certificate")
+        if not certificates:
+            raise RotationError(f"{what}'s certificate is empty.", retryable=False)
         chain = value.get("chain") or ""
         if isinstance(chain, list):
             chain = "".join(str(c) for c in chain)
