@@ -10,7 +10,13 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 
 from croniter import croniter
-from pydantic import BeforeValidator, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from rotation.durations import Duration, format_duration
 from rotation.schema import Spec, short_repr
@@ -73,6 +79,13 @@ class ScheduleSpec(Spec):
                 "expire, 'renew_before' (e.g. 30d)"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        if data.get("renew_before") is None:
+            data.pop("renew_before", None)  # a policy without it keeps its spec hash
+        return data
 
     def min_gap(self) -> timedelta:
         """The shortest time between two due times (the interval, or the cron's tightest gap;

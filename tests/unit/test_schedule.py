@@ -229,3 +229,14 @@ def test_renew_before_needs_an_expiring_kind_and_a_positive_duration() -> None:
         policy(schedule={"renew_before": "30d"})
     with pytest.raises(ValueError, match="longer than 0s"):
         cert_policy({"renew_before": "0s"})
+
+
+def test_a_policy_without_renew_before_keeps_its_spec_hash() -> None:
+    # the hash the ledger holds for every policy written before renew_before existed
+    p = Policy.model_validate(
+        {"name": "p", "secret": "s", "kind": "random", "schedule": {"every": "30d"}}
+    )
+    assert p.to_spec()["schedule"] == {"every": 2592000, "cron": None}
+    assert p.spec_hash == "0df12b58fc628c50be214004ad069dc1e6c642e46fa87cf48d62ef4261ce1a0f"
+    renewing = cert_policy({"renew_before": "30d"})
+    assert Policy.model_validate(renewing.to_spec()).spec_hash == renewing.spec_hash
