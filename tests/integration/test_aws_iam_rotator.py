@@ -111,3 +111,21 @@ def test_a_wrong_admin_key_fails_without_its_secret(
     with pytest.raises(KeyturnError) as err:
         Rotation(subject).step()
     assert "InvalidClientTokenId" in str(err.value) and "s3cr3t-x" not in str(err.value)
+
+
+def test_a_key_an_interrupted_create_left_is_deleted_by_the_next_try(
+    subject: Subject, iam_server: IamServer, iam_user: IamUser
+) -> None:
+    run = Rotation(subject)
+    rotator = run.step_input().rotator
+    lost: Any = rotator.create(run.context(), subject.current())  # never staged: a crash
+    assert _keys(iam_server, iam_user)[lost["access_key_id"]] == "Inactive"
+    run.step()  # the redelivered create
+    kept: Any = run.new_value()
+    assert kept["access_key_id"] != lost["access_key_id"]
+    assert _keys(iam_server, iam_user) == {
+        iam_user.access_key_id: "Active",
+        kept["access_key_id"]: "Inactive",
+    }
+    run.finish()
+    assert subject.works(kept) and not subject.works(lost)
