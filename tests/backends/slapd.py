@@ -239,13 +239,17 @@ def start_slapd(attempts: int = 3, timeout: float = 20.0) -> SlapdServer:
 
 
 def _wait_ready(server: SlapdServer, timeout: float) -> None:
+    import ldap3
     from ldap3.core.exceptions import LDAPException
 
     deadline = time.monotonic() + timeout
     while True:
+        address = ldap3.Server(server.host, port=server.port, get_info=ldap3.NONE, connect_timeout=5)
+        conn = ldap3.Connection(address, user=server.root_dn, password=server.root_password)
         try:
-            server.root_connect().unbind()
-            return
+            if conn.bind():
+                return
+            raise LDAPException(f"root bind refused: {conn.result}")
         except LDAPException as exc:
             pid = server.pid()
             if pid is not None and not _alive(pid):
@@ -253,6 +257,10 @@ def _wait_ready(server: SlapdServer, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"slapd did not accept a root bind within {timeout} s") from exc
             time.sleep(0.05)
+        finally:
+            conn.unbind()
+            if conn.socket is not None:  # ldap3 leaves a failed connect's socket open
+                conn.socket.close()
 
 
 def _load_base(server: SlapdServer) -> None:

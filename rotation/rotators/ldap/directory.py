@@ -11,7 +11,7 @@ import ipaddress
 import math
 import ssl
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -174,6 +174,10 @@ def _close(conn: Any) -> None:
         conn.unbind()
     except LDAPException:
         pass
+    sock = getattr(conn, "socket", None)
+    if sock is not None:  # ldap3 keeps the socket of a failed connect open
+        with suppress(OSError):
+            sock.close()
 
 
 def _result(result: Mapping[str, Any] | None) -> str:
