@@ -244,7 +244,7 @@ def _wait_ready(server: SlapdServer, timeout: float) -> None:
 
     deadline = time.monotonic() + timeout
     while True:
-        address = ldap3.Server(server.host, port=server.port, get_info=ldap3.NONE, connect_timeout=5)
+        address = ldap3.Server(server.host, port=server.port, get_info=ldap3.NONE)
         conn = ldap3.Connection(address, user=server.root_dn, password=server.root_password)
         try:
             if conn.bind():
