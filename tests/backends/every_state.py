@@ -175,6 +175,12 @@ def _finish(runtime: Runtime, state: EveryState) -> None:
             .where(Run.id == state.runs["svc/stalled"])
             .values(updated_at=now - timedelta(hours=1), next_attempt_at=None)
         )
+        # progress is the run's last event (docs/rotation-run.md): none for an hour
+        session.execute(
+            update(RunEvent)
+            .where(RunEvent.run_id == state.runs["svc/stalled"])
+            .values(at=now - timedelta(hours=1))
+        )
         session.execute(
             update(Schedule)
             .where(Schedule.secret.in_(["svc/overdue", "frozen/paused"]))
