@@ -152,7 +152,13 @@ def _as_dict(result: Forecast) -> dict[str, Any]:
             for load in result.days()
         ],
         "rotations": [
-            {"at": r.at, "secret": r.secret, "policy": r.policy, "provider": r.provider}
+            {
+                "at": r.at,
+                "secret": r.secret,
+                "policy": r.policy,
+                "provider": r.provider,
+                "renews_expiry_at": r.renews,
+            }
             for r in result.rotations
         ],
         "collisions": [
@@ -196,7 +202,24 @@ def _print(console: Console, result: Forecast, days: int) -> None:
             Text(", ".join(flags), style="bold red" if flags else ""),
         )
     console.print(table)
+    _print_renewals(console, result)
     _print_flags(console, result)
+
+
+def _print_renewals(console: Console, result: Forecast) -> None:
+    """Each secret's first renewal ahead of its credential's expiry (certificates)."""
+    first: dict[str, tuple[datetime, datetime]] = {}
+    for rotation in result.rotations:
+        if rotation.renews is not None and rotation.secret not in first:
+            first[rotation.secret] = (rotation.at, rotation.renews)
+    shown = sorted(first.items(), key=lambda item: item[1][0])
+    for secret, (at, expires) in shown[:SHOWN]:
+        console.print(
+            f"renewal {fmt_time(at)}: {escape(secret)} (current certificate expires "
+            f"{fmt_time(expires)}, {fmt_age(expires - at)} later)"
+        )
+    if len(shown) > SHOWN:
+        console.print(f"... and {len(shown) - SHOWN} more renewals (see --json)")
 
 
 def _print_flags(console: Console, result: Forecast) -> None:

@@ -119,7 +119,24 @@ def _as_dict(row: StatusRow, now: datetime) -> dict[str, object]:
         "age_seconds": int(row.age.total_seconds()) if row.age is not None else None,
         "problem": row.problem,
         "note": note(row, now),
+        "expires_at": _iso(row.expires_at),
+        "expires_in_days": _days(row.expires_at, now),
     }
+
+
+def _days(at: datetime | None, now: datetime) -> float | None:
+    """Days until ``at`` (negative once past), to one decimal."""
+    return round((at - now).total_seconds() / 86400, 1) if at is not None else None
+
+
+def fmt_expiry(at: datetime | None, now: datetime) -> str:
+    """``in 23 days`` / ``EXPIRED 2 days ago`` / ``-``."""
+    if at is None:
+        return "-"
+    days = (at - now).total_seconds() / 86400
+    if days < 0:
+        return f"EXPIRED {fmt_age(now - at)} ago"
+    return f"{fmt_time(at)} ({days:.0f} days)" if days >= 1 else f"{fmt_time(at)} (<1 day)"
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -130,6 +147,9 @@ def _table(rows: list[StatusRow], now: datetime) -> Table:
     table = Table(box=box.SIMPLE_HEAD, caption=f"times in UTC, now {fmt_time(now)}")
     for column in ("secret", "provider", "policy", "last rotated", "next due", "state", "age"):
         table.add_column(column, overflow="fold")
+    expiring = any(row.expires_at is not None for row in rows)
+    if expiring:  # only where a kind's credentials expire (certificates)
+        table.add_column("expires", overflow="fold")
     table.add_column("note", overflow="fold", max_width=60)
     for row in rows:
         if row.next_due_at is not None:
@@ -137,7 +157,7 @@ def _table(rows: list[StatusRow], now: datetime) -> Table:
         else:
             due = "held by run" if row.active else "-"
         problem_style = "bold red" if row.problem else ""
-        table.add_row(
+        cells = [
             Text(row.secret, style=problem_style),
             Text(row.provider),
             Text(row.policy + (" (paused)" if row.paused else "")),
@@ -145,6 +165,10 @@ def _table(rows: list[StatusRow], now: datetime) -> Table:
             Text(due),
             Text(row.state, style=STATE_STYLE.get(row.state, "yellow")),
             Text(fmt_age(row.age)),
-            Text(note(row, now), style=problem_style),
-        )
+        ]
+        if expiring:
+            soon = row.expires_at is not None and row.expires_at - now < timedelta(days=14)
+            cells.append(Text(fmt_expiry(row.expires_at, now), style="bold red" if soon else ""))
+        cells.append(Text(note(row, now), style=problem_style))
+        table.add_row(*cells)
     return table

@@ -99,6 +99,11 @@ class Schedule(Base):
     missing_since: Mapped[datetime | None]
     #: When that was confirmed (the removal grace passed): never due, kept for its history.
     removed_at: Mapped[datetime | None]
+    #: When the current credential expires, for kinds whose credentials do (a certificate's
+    #: not_after), read from the backend by the dispatcher (``rotation.scheduler.expiry``).
+    expires_at: Mapped[datetime | None]
+    #: When the dispatcher last read it (None: never; before ``last_rotated_at``: stale).
+    expiry_checked_at: Mapped[datetime | None]
 
 
 class Run(Base):

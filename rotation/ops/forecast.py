@@ -52,6 +52,17 @@ class Scheduled:
     next_due_at: datetime | None = None
     #: A run is rotating the secret now: the next rotation counts from the forecast's start.
     busy: bool = False
+    #: When the current credential expires (kinds whose credentials do: certificates).
+    expires_at: datetime | None = None
+
+    @property
+    def lifetime(self) -> timedelta | None:
+        """How long a renewed credential is assumed to live: the current one's life since its
+        last rotation (None when unknown)."""
+        if self.expires_at is None or self.last_rotated_at is None:
+            return None
+        life = self.expires_at - self.last_rotated_at
+        return life if life > timedelta(0) else None
 
 
 @dataclass(frozen=True, order=True)
@@ -62,6 +73,8 @@ class Rotation:
     secret: str
     policy: str
     provider: str
+    #: A renewal: the expiry of the credential it replaces (``renew_before`` policies).
+    renews: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -139,21 +152,30 @@ def rotations_of(item: Scheduled, start: datetime, end: datetime) -> tuple[list[
     policy = item.policy
     if policy.paused:
         return [], False
+    # with renew_before: the current expiry, then each renewal's (assumed to live as long)
+    renewing = policy.schedule.renew_before is not None
+    expires = item.expires_at if renewing else None
+    life = item.lifetime if renewing else None
     if item.busy:
-        due = next_due(policy, item.secret, start, start)
+        expires = start + life if life is not None else None
+        due = next_due(policy, item.secret, start, start, expires)
     elif item.next_due_at is not None:
         due = item.next_due_at
     else:
-        due = next_due(policy, item.secret, item.last_rotated_at, start)
+        due = next_due(policy, item.secret, item.last_rotated_at, start, expires)
     if due < start:
         due = next_window_start(policy, start)
     found: list[Rotation] = []
     while due < end:
         if len(found) == MAX_PER_SECRET:
             return found, True
-        found.append(Rotation(due, item.secret, policy.name, item.provider))
+        found.append(Rotation(due, item.secret, policy.name, item.provider, expires))
         finished = due + policy.retire_after
-        due = next_due(policy, item.secret, finished, finished)
+        periodic = policy.schedule.every is not None or policy.schedule.cron is not None
+        if renewing and life is None and not periodic:
+            break  # renew_before alone, and how long a new credential lives is unknown
+        expires = due + life if life is not None else None
+        due = next_due(policy, item.secret, finished, finished, expires)
     return found, False
 
 

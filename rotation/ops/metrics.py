@@ -145,6 +145,20 @@ class LedgerCollector(Collector):
         total = session.scalar(
             select(func.count()).select_from(Schedule).where(Schedule.removed_at.is_(None))
         )
+        expiry = GaugeMetricFamily(
+            "keyturn_certificate_expiry_seconds",
+            "Seconds until the current certificate's not_after (negative once expired; kinds "
+            "whose credentials expire, as read by the dispatcher).",
+            labels=["secret", "policy"],
+        )
+        for secret, policy, expires_at in session.execute(
+            select(Schedule.secret, Schedule.policy_name, Schedule.expires_at)
+            .where(Schedule.removed_at.is_(None), Schedule.expires_at.is_not(None))
+            .order_by(Schedule.expires_at, Schedule.secret)
+            .limit(self.max_secrets)
+        ):
+            if expires_at is not None:
+                expiry.add_metric([secret, policy], (expires_at - now).total_seconds())
         paused = GaugeMetricFamily(
             "keyturn_policy_paused",
             "1 if the policy is paused (its due secrets wait, and are not overdue), else 0.",
@@ -160,6 +174,7 @@ class LedgerCollector(Collector):
             paused,
             age,
             due,
+            expiry,
             GaugeMetricFamily(
                 "keyturn_overdue_secrets",
                 "Secrets whose next rotation is due but has not started.",

@@ -97,6 +97,8 @@ class StatusRow:
     #: The latest run's wait (retire grace, backoff) and error, for the note.
     waiting_until: datetime | None = None
     last_error: str | None = None
+    #: When the current credential expires, for kinds whose credentials do (certificates).
+    expires_at: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -136,6 +138,7 @@ def status_rows(runtime: Runtime, now: datetime, thresholds: Thresholds) -> list
                 late=late,
                 waiting_until=run.next_attempt_at if run is not None else None,
                 last_error=run.last_error if run is not None else None,
+                expires_at=schedule.expires_at,
             )
         )
     return rows

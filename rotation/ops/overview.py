@@ -35,14 +35,12 @@ __all__ = [
 
 #: Outcomes after which the time to the next event is a deliberate wait (grace, backoff).
 WAITING_OUTCOMES = frozenset({"wait", "retry"})
-#: The key a kind with an expiry (certificates) records in its run's ``step_data``: ISO 8601.
-EXPIRY_KEY = "not_after"
 
 
 @dataclass(frozen=True)
 class SecretView:
     """One row of the secrets table: ``keyturn status``'s row and, for kinds that have one,
-    when the current credential expires."""
+    when the current credential expires (``schedules.expires_at``)."""
 
     status: StatusRow
     expires_at: datetime | None = None
@@ -164,6 +162,7 @@ def scheduled_secrets(runtime: Runtime) -> list[Scheduled]:
                 last_rotated_at=schedule.last_rotated_at,
                 next_due_at=schedule.next_due_at,
                 busy=schedule.secret in busy,
+                expires_at=schedule.expires_at,
             )
         )
     return items
@@ -193,8 +192,7 @@ class Overview:
 
     def secrets(self, now: datetime) -> list[SecretView]:
         rows = status_rows(self.runtime, now, self.thresholds)
-        expiries = self._expiries([r.secret for r in rows])
-        return [SecretView(row, expiries.get(row.secret)) for row in rows]
+        return [SecretView(row, row.expires_at) for row in rows]
 
     def recent_runs(self, limit: int = 50, secret: str | None = None) -> list[Run]:
         return find_runs(self.runtime, secret=secret, limit=limit)
@@ -227,29 +225,6 @@ class Overview:
         return forecast(scheduled_secrets(self.runtime), now, days, budget=budget, gap=gap)
 
     # --- helpers ---------------------------------------------------------------------------
-
-    def _expiries(self, secrets: Sequence[str]) -> dict[str, datetime]:
-        if not secrets:
-            return {}
-        latest = (
-            select(func.max(Run.id))
-            .where(Run.state == RunState.SUCCEEDED.value)
-            .group_by(Run.secret)
-            .scalar_subquery()
-        )
-        with self.runtime.ledger.sessions() as session:
-            rows = session.execute(
-                select(Run.secret, Run.step_data).where(Run.id.in_(latest))
-            ).all()
-        found: dict[str, datetime] = {}
-        for secret, data in rows:
-            raw = data.get(EXPIRY_KEY) if isinstance(data, dict) else None
-            if isinstance(raw, str):
-                try:
-                    found[secret] = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-                except ValueError:
-                    continue
-        return found
 
     def _last_steps(self, run_ids: Sequence[int]) -> dict[int, RunEvent]:
         if not run_ids:

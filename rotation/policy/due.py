@@ -7,33 +7,72 @@ after a restart) always compute the same due time.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
 from rotation.policy import DAYS, Policy
 
-__all__ = ["in_window", "is_due", "jitter_for", "next_due", "next_window_start"]
+__all__ = ["in_window", "is_due", "jitter_for", "next_due", "next_window_start", "renewal_time"]
 
 
 def next_due(
-    policy: Policy, secret: str, last_rotated_at: datetime | None, now: datetime
+    policy: Policy,
+    secret: str,
+    last_rotated_at: datetime | None,
+    now: datetime,
+    expires_at: datetime | None = None,
 ) -> datetime:
     """When ``secret`` is next due: after its interval or cron firing, plus jitter, in the window.
 
     A secret never rotated is due ``now`` (no jitter: added to a moving ``now`` it would
     postpone the first rotation at every tick). The result may be in the past; the window only
     ever moves it forward.
+
+    With ``renew_before``, ``expires_at`` (the current credential's expiry, when known) makes
+    it due at :func:`renewal_time`, or at the interval/cron time if that comes first; a secret
+    never rotated whose expiry is known waits for its renewal time. An unknown expiry counts
+    only without ``every``/``cron``: due (the dispatcher reads the expiry before it claims).
     """
     now = _utc(now, "now")
+    renew_before = policy.schedule.renew_before
     if last_rotated_at is None:
+        if renew_before is not None and expires_at is not None and _periodic(policy) is None:
+            return next_window_start(policy, _utc(expires_at, "expires_at") - renew_before)
         return next_window_start(policy, now)
     last = _utc(last_rotated_at, "last_rotated_at")
-    if policy.schedule.every is not None:
-        base = last + policy.schedule.every
-    else:
-        base = croniter(policy.schedule.cron, last).get_next(datetime).astimezone(UTC)
+    candidates = []
+    periodic = _periodic(policy)
+    if periodic is not None:
+        candidates.append(periodic(last))
+    if renew_before is not None:
+        if expires_at is not None:
+            candidates.append(renewal_time(_utc(expires_at, "expires_at"), renew_before, last))
+        elif periodic is None:
+            candidates.append(last)
+    base = min(candidates)
     return next_window_start(policy, base + jitter_for(policy, secret, last))
+
+
+def renewal_time(expires_at: datetime, renew_before: timedelta, last: datetime) -> datetime:
+    """``renew_before`` ahead of ``expires_at``, but never before two thirds of the life the
+    credential had left at its last rotation: a certificate shorter-lived than ``renew_before``
+    (an issuer that caps the TTL) renews at 2/3 of its life instead of at once, in a loop."""
+    renewal = expires_at - renew_before
+    if expires_at > last:
+        renewal = max(renewal, last + (expires_at - last) * 2 / 3)
+    return renewal
+
+
+def _periodic(policy: Policy) -> Callable[[datetime], datetime] | None:
+    if policy.schedule.every is not None:
+        every = policy.schedule.every
+        return lambda last: last + every
+    if policy.schedule.cron is not None:
+        cron = policy.schedule.cron
+        return lambda last: croniter(cron, last).get_next(datetime).astimezone(UTC)
+    return None
 
 
 def is_due(policy: Policy, secret: str, last_rotated_at: datetime | None, now: datetime) -> bool:

@@ -30,7 +30,7 @@ from rotation.generator import GeneratorPolicy
 from rotation.policy.grace import DEFAULT_CONSUMER_CACHE_TTL, revoke_grace_problem
 from rotation.policy.restart import NoRestart, RestartStrategy, parse_strategy
 from rotation.policy.schedule_spec import ScheduleSpec, WindowSpec
-from rotation.rotators.registry import ROTATORS, target_schema
+from rotation.rotators.registry import ROTATORS, expiry_reader, target_schema
 from rotation.schema import Spec, check_pattern, is_glob, short_repr
 
 __all__ = ["Policy"]
@@ -134,6 +134,25 @@ class Policy(Spec):
             raise ValueError(
                 f"jitter {format_duration(value)} must be less than the interval "
                 f"({format_duration(schedule.min_gap())})"
+            )
+        return value
+
+    # --- renew_before (credentials that expire) ---------------------------------------------
+
+    @field_validator("schedule")
+    @classmethod
+    def _renew_before(cls, value: ScheduleSpec, info: ValidationInfo) -> ScheduleSpec:
+        kind = info.data.get("kind")
+        if value.renew_before is None or kind is None:
+            return value
+        try:
+            expires = expiry_reader(kind)
+        except ConfigurationError:
+            return value  # the kind's module is broken: the target's error says so
+        if expires is None:
+            raise ValueError(
+                f"renew_before needs a kind whose credentials expire (certificate); kind "
+                f"{kind!r} has no expiry: use 'every' or 'cron'"
             )
         return value
 

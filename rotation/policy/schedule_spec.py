@@ -10,7 +10,13 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 
 from croniter import croniter
-from pydantic import BeforeValidator, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from rotation.durations import Duration, format_duration
 from rotation.schema import Spec, short_repr
@@ -24,12 +30,15 @@ _CRON_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 class ScheduleSpec(Spec):
-    """When a secret is due: ``every`` interval after the last rotation, or a UTC ``cron``."""
+    """When a secret is due: ``every`` interval after the last rotation, or a UTC ``cron``;
+    and/or ``renew_before`` its current credential expires (kinds whose credentials expire)."""
 
     every: Duration | None = None
     cron: str | None = None
+    #: Renew this long before the current credential's expiry (a certificate's not_after).
+    renew_before: Duration | None = None
 
-    @field_validator("every")
+    @field_validator("every", "renew_before")
     @classmethod
     def _positive(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value <= timedelta(0):
@@ -60,20 +69,42 @@ class ScheduleSpec(Spec):
 
     @model_validator(mode="after")
     def _one_of(self) -> ScheduleSpec:
-        if (self.every is None) == (self.cron is None):
+        if self.every is not None and self.cron is not None:
             raise ValueError(
                 "give either 'every' (e.g. 30d) or 'cron' (e.g. '0 3 * * 0'), not both"
             )
+        if self.every is None and self.cron is None and self.renew_before is None:
+            raise ValueError(
+                "give 'every' (e.g. 30d), 'cron' (e.g. '0 3 * * 0') or, for credentials that "
+                "expire, 'renew_before' (e.g. 30d)"
+            )
         return self
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        if data.get("renew_before") is None:
+            data.pop("renew_before", None)  # a policy without it keeps its spec hash
+        return data
+
     def min_gap(self) -> timedelta:
-        """The shortest time between two due times (the interval, or the cron's tightest gap)."""
+        """The shortest time between two due times (the interval, or the cron's tightest gap;
+        with ``renew_before`` alone, the renewal's head start)."""
         if self.every is not None:
             return self.every
-        return cron_min_gap(self.cron or "") or timedelta(0)
+        if self.cron is not None:
+            return cron_min_gap(self.cron) or timedelta(0)
+        return self.renew_before or timedelta(0)
 
     def describe(self) -> str:
-        return f"every {format_duration(self.every)}" if self.every else f"cron {self.cron}"
+        parts = []
+        if self.every is not None:
+            parts.append(f"every {format_duration(self.every)}")
+        if self.cron is not None:
+            parts.append(f"cron {self.cron}")
+        if self.renew_before is not None:
+            parts.append(f"{format_duration(self.renew_before)} before expiry")
+        return " or ".join(parts)
 
 
 def cron_min_gap(expr: str, samples: int = 16) -> timedelta | None:

@@ -109,7 +109,9 @@ class Rotator(Protocol):
 
     A kind whose promises depend on its target block (a ``single`` mode that is not
     zero-downtime) also defines ``capabilities_for(cls, target) -> Capabilities`` as a
-    classmethod; :func:`rotation.rotators.registry.capabilities_of` asks it."""
+    classmethod; :func:`rotation.rotators.registry.capabilities_of` asks it. A kind whose
+    credentials expire (certificates) defines ``expires_at(value) -> datetime | None`` as a
+    staticmethod: the scheduler records it and policies may renew ``renew_before`` it."""
 
     kind: str
     #: The schema of the policy's ``target`` block (validated when policies load).

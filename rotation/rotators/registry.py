@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -20,11 +21,13 @@ from pydantic import BaseModel
 from rotation.errors import ConfigurationError
 from rotation.registry import AliasRegistry
 from rotation.rotators.base import Capabilities, Rotator
+from rotation.values import SecretValue
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ROTATORS",
     "capabilities_of",
+    "expiry_reader",
     "get_rotator",
     "known_kinds",
     "register_rotator",
@@ -102,8 +105,11 @@ ROTATORS = _RotatorTable(
         "mysql": "rotation.rotators.mysql.rotator:MySqlRotator",
         "redis": "rotation.rotators.redis_acl:RedisAclRotator",
         "external": "rotation.rotators.external.rotator:ExternalRotator",
+        "aws-iam": "rotation.rotators.aws_iam.rotator:AwsIamRotator",
+        "ldap": "rotation.rotators.ldap.rotator:LdapRotator",
+        "certificate": "rotation.rotators.certificate.rotator:CertificateRotator",
     },
-    extras={"mysql": "mysql"},
+    extras={"mysql": "mysql", "aws-iam": "aws", "ldap": "ldap"},
 )
 
 _instances: dict[str, Rotator] = {}
@@ -156,6 +162,13 @@ def capabilities_of(kind: str, target: Mapping[str, Any] | BaseModel | None = No
     if not isinstance(answer, Capabilities):
         raise ConfigurationError(f"{kind}.capabilities_for must return Capabilities.")
     return answer
+
+
+def expiry_reader(kind: str) -> Callable[[SecretValue], datetime | None] | None:
+    """``kind``'s ``expires_at(value)`` (when a value stops working: a certificate's
+    not_after), or None for kinds whose credentials do not expire."""
+    reader = getattr(resolve_rotator(kind), "expires_at", None)
+    return reader if callable(reader) else None
 
 
 def get_rotator(kind: str) -> Rotator:

@@ -33,6 +33,7 @@ from rotation.policy import Policy, load_policies
 from rotation.policy.due import in_window, next_due, next_window_start
 from rotation.run.runtime import Runtime
 from rotation.run.states import RunState
+from rotation.scheduler.expiry import EXPIRY_REFRESH, refresh_expiries, waits_for_expiry
 
 __all__ = ["Dispatcher", "TickReport", "new_run"]
 
@@ -50,6 +51,7 @@ class TickReport:
     started: int = 0
     recovered: int = 0
     deferred: int = 0
+    expiries_read: int = 0
     synced: bool = False
     errors: list[PolicyError] = field(default_factory=list)
 
@@ -116,6 +118,7 @@ class Dispatcher:
         redeliver_after: timedelta = timedelta(seconds=60),
         glob_refresh: timedelta = timedelta(minutes=5),
         removal_grace: timedelta = timedelta(minutes=15),
+        expiry_refresh: timedelta = EXPIRY_REFRESH,
     ) -> None:
         self.runtime = runtime
         self.schedules_dir = Path(schedules_dir)
@@ -123,6 +126,7 @@ class Dispatcher:
         self.redeliver_after = redeliver_after
         self.glob_refresh = glob_refresh
         self.removal_grace = removal_grace
+        self.expiry_refresh = expiry_refresh
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self._last_sync: datetime | None = None
         self._reported_errors: set[str] = set()
@@ -133,6 +137,7 @@ class Dispatcher:
         with self.runtime.ledger.transaction() as session:
             record_tick(session, now, self.runtime.worker_id)
         self.sync_policies(now, report)
+        self.refresh_expiries(now, report)
         self.start_due_runs(now, report)
         self.recover_stalled(now, report)
         return report
@@ -358,7 +363,9 @@ class Dispatcher:
         elif schedule.removed_at is not None or schedule.missing_since is not None:
             self._restore(session, policy, schedule, now)
         elif policy.name in changed_names and schedule.next_due_at is not None:
-            schedule.next_due_at = next_due(policy, secret, schedule.last_rotated_at, now)
+            schedule.next_due_at = next_due(
+                policy, secret, schedule.last_rotated_at, now, schedule.expires_at
+            )
 
     def _restore(self, session: Session, policy: Policy, schedule: Schedule, now: datetime) -> None:
         """A schedule governed again: due from its last rotation, unless a run holds it."""
@@ -368,7 +375,9 @@ class Dispatcher:
             select(Run.id).where(Run.secret == schedule.secret, text(_ACTIVE_STATES_SQL)).limit(1)
         )
         if held is None and (was_removed or schedule.next_due_at is not None):
-            schedule.next_due_at = next_due(policy, schedule.secret, schedule.last_rotated_at, now)
+            schedule.next_due_at = next_due(
+                policy, schedule.secret, schedule.last_rotated_at, now, schedule.expires_at
+            )
 
     def _absent_schedule(self, schedule: Schedule, now: datetime) -> None:
         """Note a secret its policy no longer claims; remove it once that lasted the grace."""
@@ -384,6 +393,23 @@ class Dispatcher:
                 extra={"action": "schedule.removed", "secret": schedule.secret},
             )
 
+    # --- 1b. expiries (kinds whose credentials expire) ------------------------------------
+
+    def refresh_expiries(self, now: datetime, report: TickReport | None = None) -> int:
+        """Record when current credentials expire (``rotation.scheduler.expiry``)."""
+        try:
+            read = refresh_expiries(self.runtime, now, refresh=self.expiry_refresh)
+        except Exception as exc:  # never let a backend stop the tick
+            log.warning(
+                "cannot refresh credential expiries: %s",
+                type(exc).__name__,
+                extra={"action": "expiry.refresh_failed"},
+            )
+            return 0
+        if report is not None:
+            report.expiries_read += read
+        return read
+
     # --- 2. due runs ---------------------------------------------------------------------
 
     def start_due_runs(self, now: datetime, report: TickReport | None = None) -> list[int]:
@@ -391,7 +417,9 @@ class Dispatcher:
         started: list[int] = []
         with self.runtime.ledger.transaction() as session:
             due = session.execute(
-                select(Schedule.secret, PolicyRow)
+                select(
+                    Schedule.secret, PolicyRow, Schedule.expiry_checked_at, Schedule.last_rotated_at
+                )
                 .join(PolicyRow, PolicyRow.name == Schedule.policy_name)
                 .where(
                     Schedule.next_due_at <= now,
@@ -405,8 +433,10 @@ class Dispatcher:
                 .limit(self.batch)
             ).all()
             claimable: dict[str, tuple[PolicyRow, Policy]] = {}
-            for secret, row in due:
+            for secret, row, expiry_checked_at, last_rotated_at in due:
                 policy = self.runtime.policy(row)
+                if waits_for_expiry(policy, expiry_checked_at, last_rotated_at):
+                    continue  # its due time is provisional until the expiry is read
                 if in_window(policy, now):
                     claimable[secret] = (row, policy)
                     continue

@@ -102,7 +102,7 @@ class EveryState:
     needles: set[str] = field(default_factory=set)
     #: The day two secrets of one backend are due within seconds of each other.
     collision_day: str = ""
-    #: The secret whose latest run recorded an expiry, and how many days away it is.
+    #: The secret whose schedule records an expiry, and how many days away it is.
     expiring: tuple[str, int] = ("svc/succeeded", 20)
 
 
@@ -203,9 +203,9 @@ def _finish(runtime: Runtime, state: EveryState) -> None:
         )
         secret, days = state.expiring
         session.execute(
-            update(Run)
-            .where(Run.id == state.runs[secret])
-            .values(step_data={"not_after": (now + timedelta(days=days, hours=1)).isoformat()})
+            update(Schedule)
+            .where(Schedule.secret == secret)
+            .values(expires_at=now + timedelta(days=days, hours=1), expiry_checked_at=now)
         )
     state.collision_day = clash.date().isoformat()
 

@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,7 @@ class SlapdServer:
     root_dn: str
     root_password: str
     root: Path
+    tracked: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -132,15 +133,20 @@ class SlapdServer:
     def accepts(self, dn: str, password: str) -> bool:
         """Whether a simple bind as ``dn`` with ``password`` succeeds (False on
         invalidCredentials)."""
-        from ldap3.core.exceptions import LDAPBindError
+        import ldap3
 
-        try:
-            self.connect(dn, password).unbind()
-        except LDAPBindError as exc:
-            if "invalidCredentials" in str(exc):
+        server = ldap3.Server(self.host, port=self.port, get_info=ldap3.NONE, connect_timeout=5)
+        conn = ldap3.Connection(
+            server, user=dn, password=password, receive_timeout=10, raise_exceptions=False
+        )
+        try:  # no auto_bind: a refused bind must not leave the socket open
+            if conn.bind():
+                return True
+            if conn.result.get("description") == "invalidCredentials":
                 return False
-            raise
-        return True
+            raise RuntimeError(f"LDAP bind as {dn} failed: {conn.result}")
+        finally:
+            conn.unbind()
 
     def add_service_account(self, name: str, password: str) -> str:
         """Add ``uid=name,ou=services,<suffix>`` (inetOrgPerson) with ``password``; its DN."""
@@ -160,6 +166,14 @@ class SlapdServer:
                 raise RuntimeError(f"LDAP {operation} {args[0]} failed: {conn.result}")
         finally:
             conn.unbind()
+
+    def track(self, dn: str) -> None:
+        """Delete ``dn`` at :meth:`delete_tracked` (an entry a test added beside its account)."""
+        self.tracked.append(dn)
+
+    def delete_tracked(self) -> None:
+        while self.tracked:
+            self.delete(self.tracked.pop())
 
     def pid(self) -> int | None:
         path = self.root / "slapd.pid"
@@ -225,13 +239,17 @@ def start_slapd(attempts: int = 3, timeout: float = 20.0) -> SlapdServer:
 
 
 def _wait_ready(server: SlapdServer, timeout: float) -> None:
+    import ldap3
     from ldap3.core.exceptions import LDAPException
 
     deadline = time.monotonic() + timeout
     while True:
+        address = ldap3.Server(server.host, port=server.port, get_info=ldap3.NONE)
+        conn = ldap3.Connection(address, user=server.root_dn, password=server.root_password)
         try:
-            server.root_connect().unbind()
-            return
+            if conn.bind():
+                return
+            raise LDAPException(f"root bind refused: {conn.result}")
         except LDAPException as exc:
             pid = server.pid()
             if pid is not None and not _alive(pid):
@@ -239,6 +257,10 @@ def _wait_ready(server: SlapdServer, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"slapd did not accept a root bind within {timeout} s") from exc
             time.sleep(0.05)
+        finally:
+            conn.unbind()
+            if conn.socket is not None:  # ldap3 leaves a failed connect's socket open
+                conn.socket.close()
 
 
 def _load_base(server: SlapdServer) -> None:

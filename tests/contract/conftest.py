@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,9 +11,13 @@ import pytest
 from rotation.providers.memory import MemoryProvider
 from rotation.values import SecretValue
 from tests.adapters.reference_adapter import Adapter
+from tests.backends.certs import InternalCaCerts, OpenBaoCerts
+from tests.backends.iam import IamServer, IamUser
 from tests.backends.mariadb import MariaDbDatabase, quote_identifier
+from tests.backends.openbao_pki import OpenBaoPki
 from tests.backends.pgserver import PgDatabase
 from tests.backends.redis_acl import RedisAclServer
+from tests.backends.slapd import LdapAccount, SlapdServer
 from tests.contract.harness import Subject
 from tests.contract.issuer import Issuer
 
@@ -26,6 +31,12 @@ SUBJECTS = [
     "redis",
     "external",
     "external_command",
+    "aws_iam",
+    "aws_iam_self",
+    "ldap",
+    "ldap_alternating",
+    "certificate_internal",
+    "certificate_openbao",
 ]
 
 
@@ -186,4 +197,127 @@ def external_command_subject(tmp_path: Any) -> Subject:
         works,
     )
     provider.write(subject.secret, initial)
+    return subject
+
+
+def _aws_iam(server: IamServer, user: IamUser, admin: bool) -> Subject:
+    provider = MemoryProvider()
+    target: dict[str, Any] = {
+        "endpoint_url": server.endpoint_url,
+        "region": server.region,
+        "ready_timeout": "3s",
+        "timeout": 5,
+    }
+    if admin:
+        assert server.admin is not None
+        provider.write(
+            "aws/admin",
+            {
+                "access_key_id": server.admin.access_key_id,
+                "secret_access_key": server.admin.secret_access_key,
+            },
+        )
+        target["admin_secret"] = "aws/admin"
+
+    def works(value: SecretValue) -> bool:
+        assert not isinstance(value, str)
+        return server.accepts(value["access_key_id"], value["secret_access_key"])
+
+    subject = Subject("aws_iam" if admin else "aws_iam_self", "aws-iam", target, provider, works)
+    initial = {"access_key_id": user.access_key_id, "secret_access_key": user.secret_access_key}
+    if admin:  # the self-managed subject learns its user name from STS
+        initial["user_name"] = user.user_name
+    provider.write(subject.secret, initial)
+    return subject
+
+
+@pytest.fixture
+def aws_iam_subject(iam_server: IamServer, iam_user: IamUser) -> Subject:
+    return _aws_iam(iam_server, iam_user, admin=True)
+
+
+@pytest.fixture
+def aws_iam_self_subject(iam_server: IamServer, iam_user: IamUser) -> Subject:
+    return _aws_iam(iam_server, iam_user, admin=False)
+
+
+def _ldap(server: SlapdServer, account: LdapAccount, mode: str) -> Subject:
+    provider = MemoryProvider()
+    target: dict[str, Any] = {"mode": mode, "connect_timeout": 3}
+    if mode == "alternating":
+        clone = account.dn.replace(f"uid={account.name},", f"uid={account.name}_clone,", 1)
+        server.add_service_account(f"{account.name}_clone", uuid.uuid4().hex)
+        server.track(clone)
+        provider.write("ldap/admin", {"bind_dn": server.root_dn, "password": server.root_password})
+        target["admin_secret"] = "ldap/admin"
+
+    def works(value: SecretValue) -> bool:
+        assert not isinstance(value, str)
+        return server.accepts(value["bind_dn"], value["password"])
+
+    subject = Subject(
+        "ldap" if mode == "single" else "ldap_alternating",
+        "ldap",
+        target,
+        provider,
+        works,
+        keeps_rolled_back=mode == "alternating",
+    )
+    provider.write(
+        subject.secret,
+        {"url": server.url, "bind_dn": account.dn, "password": account.password},
+    )
+    return subject
+
+
+@pytest.fixture
+def ldap_subject(slapd_server: SlapdServer, ldap_service_account: LdapAccount) -> Subject:
+    return _ldap(slapd_server, ldap_service_account, "single")
+
+
+@pytest.fixture
+def ldap_alternating_subject(
+    slapd_server: SlapdServer, ldap_service_account: LdapAccount
+) -> Iterator[Subject]:
+    yield _ldap(slapd_server, ldap_service_account, "alternating")
+    slapd_server.delete_tracked()
+
+
+@pytest.fixture
+def certificate_internal_subject() -> Subject:
+    provider, ca = MemoryProvider(), InternalCaCerts()
+    provider.write("pki/ca", ca.ca)
+    subject = Subject(
+        "certificate_internal",
+        "certificate",
+        {"issuer": "internal", "ca_secret": "pki/ca", "ttl": "7d"},
+        provider,
+        ca.accepts,
+        secret="tls/app",
+        keeps_rolled_back=True,
+        issued_at_create=True,
+        keeps_discarded=True,
+    )
+    provider.write(subject.secret, ca.issue())
+    return subject
+
+
+@pytest.fixture
+def certificate_openbao_subject(
+    openbao_pki: OpenBaoPki, monkeypatch: pytest.MonkeyPatch
+) -> Subject:
+    certs, provider = OpenBaoCerts(openbao_pki), MemoryProvider()
+    for name, value in certs.env.items():
+        monkeypatch.setenv(name, value)
+    subject = Subject(
+        "certificate_openbao",
+        "certificate",
+        {"issuer": "openbao", "mount": openbao_pki.mount, "role": openbao_pki.role, "ttl": "2h"},
+        provider,
+        certs.accepts,
+        secret="tls/app",
+        keeps_rolled_back=True,
+        issued_at_create=True,
+    )
+    provider.write(subject.secret, certs.issue())
     return subject

@@ -36,6 +36,15 @@ class Subject:
     #: Whether the target accepts a value (logs in with it, or the issuer knows it).
     works: Callable[[SecretValue], bool]
     secret: str = "cred/app"
+    #: After a rollback the rolled-back credential may keep working (alternating users: the
+    #: next rotation resets it; docs/rotators.md).
+    keeps_rolled_back: bool = False
+    #: A new credential works once create made it (a certificate is valid once issued): the
+    #: test step is shown a forged value instead of an unapplied one.
+    issued_at_create: bool = False
+    #: A value undo discarded before promotion may keep working (an internal CA's certificate
+    #: is never revoked: its key only ever was in the discarded pending value).
+    keeps_discarded: bool = False
     generator: dict[str, Any] = field(default_factory=lambda: dict(GENERATOR))
 
     @property

@@ -16,6 +16,7 @@ import pytest
 from rotation.errors import KeyturnError
 from rotation.run.states import RunState
 from rotation.values import Stage
+from tests.backends.certs import self_signed
 from tests.contract.harness import Rotation, Subject
 
 
@@ -55,6 +56,10 @@ def test_apply_twice_is_apply_once(subject: Subject) -> None:
 
 def test_test_refuses_a_credential_the_target_does_not_accept(subject: Subject) -> None:
     run = Rotation(subject).until(RunState.CREATED)  # staged, never applied
+    if subject.issued_at_create:  # valid once issued: stage a forged one in its place
+        assert subject.works(run.new_value())
+        subject.provider.discard_pending(subject.secret, token=run.token)
+        subject.provider.stage_pending(subject.secret, self_signed(), token=run.token)
     assert not subject.works(run.new_value())
     with pytest.raises(KeyturnError):
         run.step_input().rotator.test(run.context())
@@ -102,7 +107,9 @@ def test_undo_restores_the_previous_state(subject: Subject, state: RunState) -> 
     assert subject.current() == run.initial
     assert not pending_versions(subject)
     assert subject.works(run.initial)
-    assert not subject.works(new)  # only the CURRENT value works again
+    kept = subject.keeps_rolled_back if state is RunState.PROMOTED else subject.keeps_discarded
+    if not kept:
+        assert not subject.works(new)  # only the CURRENT value works again
     after = Rotation(subject).finish()  # the target is fit for the next rotation
     assert subject.works(after.new_value())
     if subject.capabilities.revokes:

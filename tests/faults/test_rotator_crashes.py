@@ -7,16 +7,20 @@ boundary resumes to exactly one new version".
 - What: real ``celery -A worker worker`` and ``beat`` processes (Redis broker, Postgres ledger,
   local store) rotate a credential of each kind against its real server: ``random`` (the value
   only), ``external`` (the HTTPS reference adapter, a fresh one per trial), ``mysql``
-  (alternating users on a throwaway MariaDB) and ``redis`` (an ACL user on a throwaway
-  redis-server). A worker started with ``KEYTURN_TEST_PAUSE=<step>:<phase>`` parks at that
-  boundary (``before``: lease taken, nothing done; ``after``: the step's effect done, its
-  transition not committed); the test SIGKILLs its process group there and starts a fresh
-  worker; beat's recovery tick re-enqueues the run once its lease (3 s) expired.
-- Trials: 4 kinds x 7 steps x 2 phases = 56 runs, each on its own secret and credential.
+  (alternating users on a throwaway MariaDB), ``redis`` (an ACL user on a throwaway
+  redis-server), ``aws-iam`` (a user's access keys on the authenticating moto IAM server),
+  ``ldap`` (a service account's password on a throwaway slapd, single mode) and ``certificate`` (a
+  certificate from an internal CA kept in the store). A worker started with
+  ``KEYTURN_TEST_PAUSE=<step>:<phase>`` parks at that boundary (``before``: lease taken, nothing
+  done; ``after``: the step's effect done, its transition not committed); the test SIGKILLs its
+  process group there and starts a fresh worker; beat's recovery tick re-enqueues the run once
+  its lease (3 s) expired.
+- Trials: 7 kinds x 7 steps x 2 phases = 98 runs, each on its own secret and credential.
 - Expected, per trial: the kill left the run in the state the step leaves; after recovery the
   run ``succeeded``; the store holds exactly 2 versions (current carries the run's token,
   previous is the initial value, nothing pending); the target accepts the current credential
-  and, for the kinds that revoke, refuses the initial one; one run per secret.
+  and, for the kinds that revoke, refuses the initial one (an internal CA's certificate stays
+  valid until it expires); one run per secret.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from rotation.ledger.db import Ledger
 from rotation.providers.local import LocalProvider
 from rotation.values import SecretValue, Stage
 from tests.adapters.reference_adapter import Adapter, KeyStore, serve
+from tests.backends.certs import InternalCaCerts
 from tests.backends.cluster import store
 from tests.backends.mariadb import quote_identifier
 from tests.faults.helpers import (
@@ -56,6 +61,8 @@ FROM_STATE = {
     "finish": "retired",
 }
 PHASES = ("before", "after")
+#: Kinds whose old credential is refused after the run (an internal CA's certificate expires).
+REVOKES = {"external", "mysql", "redis", "aws-iam", "ldap"}
 
 POLICY = """
 policies:
@@ -79,6 +86,7 @@ class Kinds:
     def __init__(self, request: pytest.FixtureRequest, backend: LocalProvider, tmp: Path):
         self.request, self.backend, self.tmp = request, backend, tmp
         self.adapters: list[Adapter] = []
+        self.cleanups: list[Callable[[], None]] = []
 
     def random(self, n: str) -> Trial:
         return "initial-" + uuid.uuid4().hex, "{}", lambda value: True
@@ -120,9 +128,55 @@ class Kinds:
         target = "{admin_secret: redis/admin, connect_timeout: 3}"
         return server.credential(user, password), target, _login(server.accepts)
 
+    def aws_iam(self, n: str) -> Trial:
+        server = self.request.getfixturevalue("iam_server")
+        user = server.create_user(f"kt-crash-{uuid.uuid4().hex[:8]}")
+        self.cleanups.append(lambda: server.delete_user(user.user_name))
+        admin = server.admin
+        self.backend.write(
+            "aws/admin",
+            {"access_key_id": admin.access_key_id, "secret_access_key": admin.secret_access_key},
+        )
+        target = (
+            f"{{admin_secret: aws/admin, endpoint_url: '{server.endpoint_url}', "
+            f"region: {server.region}, ready_timeout: 5s, timeout: 5}}"
+        )
+        initial = {
+            "access_key_id": user.access_key_id,
+            "secret_access_key": user.secret_access_key,
+            "user_name": user.user_name,
+        }
+
+        def works(value: SecretValue) -> bool:
+            assert not isinstance(value, str)
+            return bool(server.accepts(value["access_key_id"], value["secret_access_key"]))
+
+        return initial, target, works
+
+    def ldap(self, n: str) -> Trial:
+        server = self.request.getfixturevalue("slapd_server")
+        name, password = f"crash-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+        dn = server.add_service_account(name, password)
+        self.cleanups.append(lambda: server.delete(dn))
+
+        def works(value: SecretValue) -> bool:
+            assert not isinstance(value, str)
+            return bool(server.accepts(value["bind_dn"], value["password"]))
+
+        initial = {"url": server.url, "bind_dn": dn, "password": password}
+        return initial, "{mode: single, connect_timeout: 3}", works
+
+    def certificate(self, n: str) -> Trial:
+        ca = InternalCaCerts()
+        self.backend.write(f"pki/ca-{n}", ca.ca)
+        target = f"{{issuer: internal, ca_secret: pki/ca-{n}, ttl: 7d}}"
+        return ca.issue(), target, ca.accepts
+
     def close(self) -> None:
         for adapter in self.adapters:
             adapter.stop()
+        for cleanup in self.cleanups:
+            cleanup()
 
 
 def _login(accepts: Callable[[str, str], bool]) -> Callable[[SecretValue], bool]:
@@ -134,7 +188,9 @@ def _login(accepts: Callable[[str, str], bool]) -> Callable[[SecretValue], bool]
 
 
 @pytest.mark.parametrize("step", list(FROM_STATE))
-@pytest.mark.parametrize("kind", ["random", "external", "mysql", "redis"])
+@pytest.mark.parametrize(
+    "kind", ["random", "external", "mysql", "redis", "aws-iam", "ldap", "certificate"]
+)
 def test_sigkill_at_step_boundary_resumes_to_one_new_version(
     kind: str,
     step: str,
@@ -153,7 +209,7 @@ def test_sigkill_at_step_boundary_resumes_to_one_new_version(
             for phase in PHASES:
                 n = f"{phase}0"
                 secret = f"{kind}/cred-{n}"
-                initial, target, works = getattr(kinds, kind)(n)
+                initial, target, works = getattr(kinds, kind.replace("-", "_"))(n)
                 backend.write(secret, initial)
                 assert works(initial)
                 started = time.monotonic()
@@ -194,7 +250,7 @@ def test_sigkill_at_step_boundary_resumes_to_one_new_version(
                 previous: Any = backend.read(secret, stage=Stage.PREVIOUS).value
                 assert previous == initial and current.value != initial
                 assert works(current.value)
-                if kind != "random":
+                if kind in REVOKES:
                     assert not works(initial)  # the initial credential is retired
         finally:
             kinds.close()

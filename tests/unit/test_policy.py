@@ -258,7 +258,12 @@ def test_a_registered_kind_brings_its_target_schema(monkeypatch: pytest.MonkeyPa
         ({"provider": "valut"}, "did you mean 'vault'"),
         ({"kind": "randm"}, "did you mean 'random'"),
         ({"schedule": {"every": "0s"}}, "longer than 0s"),
-        ({"schedule": {}}, "either 'every'"),
+        ({"schedule": {}}, "give 'every'"),
+        ({"schedule": {"every": "1d", "cron": "@daily"}}, "either 'every'"),
+        (
+            {"schedule": {"renew_before": "30d"}},
+            "renew_before needs a kind whose credentials expire",
+        ),
         ({"schedule": {"cron": "0 3 * *"}}, "invalid cron"),
         ({"schedule": {"cron": "0 3 * * 0 0"}}, "invalid cron"),
         ({"schedule": {"cron": "H 3 * * *"}}, "invalid cron"),

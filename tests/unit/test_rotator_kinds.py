@@ -78,7 +78,16 @@ def test_a_kind_without_capabilities_is_refused(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_every_builtin_kind_declares_its_promises() -> None:
-    assert {"random", "postgres", "mysql", "redis", "external"} <= set(known_kinds())
+    assert {
+        "random",
+        "postgres",
+        "mysql",
+        "redis",
+        "external",
+        "aws-iam",
+        "ldap",
+        "certificate",
+    } <= set(known_kinds())
     both = Capabilities(dual_valid=True, revokes=True)
     assert capabilities_of("postgres") == both
     assert capabilities_of("postgres", {"mode": "single"}) == Capabilities(False, True)
@@ -89,6 +98,14 @@ def test_every_builtin_kind_declares_its_promises() -> None:
     assert capabilities_of("random", {}) == Capabilities(True, False)
     hooked = {"issuer": "tests.contract.issuer:Issuer"}
     assert capabilities_of("random", hooked) == Capabilities(True, True)
+    assert capabilities_of("aws-iam", {}) == both
+    assert capabilities_of("ldap", {}) == Capabilities(False, True)
+    assert capabilities_of("ldap", {"mode": "alternating", "admin_secret": "a"}) == both
+    internal = {"issuer": "internal", "ca_secret": "ca"}
+    assert capabilities_of("certificate", internal) == Capabilities(True, False)
+    assert capabilities_of("certificate", {"issuer": "openbao", "role": "r"}) == both
+    unrevoked = {"issuer": "openbao", "role": "r", "revoke": False}
+    assert capabilities_of("certificate", unrevoked) == Capabilities(True, False)
 
 
 def check(tmp_path: Path, body: str) -> tuple[int, str]:
@@ -128,6 +145,19 @@ policies:
         ("external", "      url: https://a/x", 6, "target", "'hmac_secret' is required"),
         ("external", "      command: [x]\n      url: https://a/", 6, "target", "exactly one"),
         ("external", "      command: [x]\n      timeout: 10m", 8, "target.timeout", "at most 4m"),
+        ("aws-iam", "      region: Europe", 7, "target.region", "invalid AWS region"),
+        ("aws-iam", "      ready_timeout: 10m", 7, "target.ready_timeout", "at most 4m"),
+        ("ldap", "      mode: alternating", 6, "target.admin_secret", "required for mode"),
+        ("ldap", "      accounts: [uid=a, uid=b]", 7, "target.accounts", "only mode"),
+        ("certificate", "      issuer: internal", 6, "target.ca_secret", "required for issuer"),
+        ("certificate", "      issuer: openbao", 6, "target.role", "required for issuer"),
+        (
+            "certificate",
+            "      issuer: internal\n      ca_secret: c\n      dns_names: [bad name]",
+            9,
+            "target.dns_names",
+            "invalid DNS name",
+        ),
     ],
 )
 def test_policies_check_locates_each_kinds_target_errors(
@@ -153,7 +183,16 @@ def test_the_examples_in_schedules_readme_validate(tmp_path: Path) -> None:
         kinds.update(
             line.split(":", 1)[1].strip() for line in block.splitlines() if "kind:" in line
         )
-    assert {"random", "postgres", "mysql", "redis", "external"} <= kinds
+    assert {
+        "random",
+        "postgres",
+        "mysql",
+        "redis",
+        "external",
+        "aws-iam",
+        "ldap",
+        "certificate",
+    } <= kinds
 
 
 def test_mysql_identifiers_and_hashes() -> None:

@@ -174,3 +174,68 @@ def test_due_is_never_before_interval(
     assert in_window(p, due)
     unwindowed = last + timedelta(days=30) + jitter_for(p, secret, last)
     assert due == next_window_start(p, unwindowed)
+
+
+# --- renew_before (kinds whose credentials expire) --------------------------------------------
+
+
+def cert_policy(schedule: dict[str, str], **overrides: object) -> Policy:
+    target = {"issuer": "internal", "ca_secret": "pki/ca"}
+    return policy(kind="certificate", schedule=schedule, target=target, **overrides)
+
+
+def test_renew_before_is_due_ahead_of_the_expiry() -> None:
+    p = cert_policy({"renew_before": "30d"})
+    last, expires = utc(2024, 1, 1), utc(2024, 4, 1)
+    assert next_due(p, "s1", last, NOW, expires) == utc(2024, 3, 2)
+    assert p.schedule.describe() == "30d before expiry"
+
+
+def test_renew_before_beside_every_takes_the_first() -> None:
+    p = cert_policy({"every": "120d", "renew_before": "30d"})
+    last = utc(2024, 1, 1)
+    assert next_due(p, "s1", last, NOW, utc(2024, 12, 1)) == utc(2024, 4, 30)  # every 120d
+    assert next_due(p, "s1", last, NOW, utc(2024, 4, 15)) == utc(2024, 3, 16)  # expiry first
+    assert next_due(p, "s1", last, NOW, None) == utc(2024, 4, 30)  # unknown: the interval
+    assert p.schedule.describe() == "every 120d or 30d before expiry"
+
+
+def test_renew_before_never_rotated_waits_for_its_renewal() -> None:
+    p = cert_policy({"renew_before": "30d"})
+    assert next_due(p, "s1", None, NOW, utc(2024, 6, 1)) == utc(2024, 5, 2)
+    assert next_due(p, "s1", None, NOW, utc(2024, 3, 10)) == utc(2024, 2, 9)  # overdue: now
+    assert next_due(p, "s1", None, NOW, None) == NOW  # unknown expiry: due
+    both = cert_policy({"every": "60d", "renew_before": "30d"})
+    assert next_due(both, "s1", None, NOW, utc(2024, 6, 1)) == NOW  # every: at once
+
+
+def test_a_credential_shorter_lived_than_renew_before_renews_at_two_thirds() -> None:
+    p = cert_policy({"renew_before": "30d"})
+    last = utc(2024, 3, 1)
+    assert next_due(p, "s1", last, NOW, utc(2024, 3, 4)) == utc(2024, 3, 3)  # 3d life: day 2
+    assert next_due(p, "s1", last, NOW, None) == last  # unknown: due (the dispatcher reads it)
+
+
+def test_renew_before_jitter_and_window() -> None:
+    p = cert_policy({"renew_before": "30d"}, jitter="1h", window={"start": "02:00", "end": "04:00"})
+    due = next_due(p, "s1", utc(2024, 1, 1), NOW, utc(2024, 4, 1, 12))
+    assert utc(2024, 3, 3, 2) <= due < utc(2024, 3, 3, 4)
+    with pytest.raises(ValueError, match="jitter 30d must be less"):
+        cert_policy({"renew_before": "30d"}, jitter="30d")
+
+
+def test_renew_before_needs_an_expiring_kind_and_a_positive_duration() -> None:
+    with pytest.raises(ValueError, match="renew_before needs a kind whose credentials expire"):
+        policy(schedule={"renew_before": "30d"})
+    with pytest.raises(ValueError, match="longer than 0s"):
+        cert_policy({"renew_before": "0s"})
+
+
+def test_a_policy_without_renew_before_keeps_its_spec_hash() -> None:
+    # renew_before unset leaves the stored spec (and so the hash) as it was before it existed
+    p = Policy.model_validate(
+        {"name": "p", "secret": "s", "kind": "random", "schedule": {"every": "30d"}}
+    )
+    assert p.to_spec()["schedule"] == {"every": 2592000, "cron": None}
+    renewing = cert_policy({"renew_before": "30d"})
+    assert Policy.model_validate(renewing.to_spec()).spec_hash == renewing.spec_hash
