@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_BROKER_URL",
     "DEFAULT_CACHE_TTL",
     "DEFAULT_DAILY_BUDGET",
+    "AnchorSettings",
     "DashboardSettings",
     "EngineSettings",
     "FlowerSettings",
@@ -153,6 +154,32 @@ class EngineSettings:
                 )
             ),
             removal_grace=env_seconds("KEYTURN_REMOVAL_GRACE_SECONDS", 900.0, environ=env),
+        )
+
+
+@dataclass(frozen=True)
+class AnchorSettings:
+    """Where the audit chain's signed head anchors go (docs/audit-and-roles.md, "Anchors")."""
+
+    #: The file anchors are appended to, one JSON line each (``KEYTURN_AUDIT_ANCHOR_FILE``);
+    #: unset, nothing is anchored and ``keyturn audit verify`` says it cannot see truncation.
+    file: str | None = None
+    #: The Ed25519 private key (PEM file) workers sign anchors with (``KEYTURN_AUDIT_ANCHOR_KEY``).
+    key_file: str | None = None
+    #: The matching public key (PEM file) ``verify`` checks them with
+    #: (``KEYTURN_AUDIT_ANCHOR_PUBLIC_KEY``; derived from the private key when only that is set).
+    public_key_file: str | None = None
+    #: A dispatcher tick anchors at most this often (``KEYTURN_AUDIT_ANCHOR_SECONDS``, at least 1).
+    every: timedelta = timedelta(seconds=300)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AnchorSettings:
+        env = _env(environ)
+        return cls(
+            file=(env.get("KEYTURN_AUDIT_ANCHOR_FILE") or "").strip() or None,
+            key_file=(env.get("KEYTURN_AUDIT_ANCHOR_KEY") or "").strip() or None,
+            public_key_file=(env.get("KEYTURN_AUDIT_ANCHOR_PUBLIC_KEY") or "").strip() or None,
+            every=env_seconds("KEYTURN_AUDIT_ANCHOR_SECONDS", 300.0, environ=env, minimum=1.0),
         )
 
 
