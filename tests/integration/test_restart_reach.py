@@ -48,20 +48,22 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Hook(BaseHTTPRequestHandler):
-    """Counts POSTs; answers ``status`` with ``location`` (a redirect) when set."""
+    """Counts requests; answers ``status`` with ``location`` (a redirect) when set."""
 
     status: ClassVar[int] = 200
     location: ClassVar[str | None] = None
     received: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         type(self).received.append(self.headers["Host"])
         self.send_response(type(self).status)
         if type(self).location:
             self.send_header("Location", type(self).location)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    do_GET = do_POST  # a client following a redirect may switch to GET: counted too
 
     def log_message(self, *args: object) -> None:
         pass
