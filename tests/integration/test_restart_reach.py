@@ -21,7 +21,10 @@ from typing import ClassVar
 
 import pytest
 
+from rotation.errors import RotationError
+from rotation.policy.restart import WebhookRestart
 from rotation.providers.memory import MemoryProvider
+from rotation.run.restart.webhook import checked_addresses
 from tests.adapters.reference_adapter import make_certificates
 from tests.integration.test_engine import drive
 from tests.integration.test_restart import REDIS, policy, run_state, start_run
@@ -211,3 +214,12 @@ def test_an_unknown_run_as_user_is_refused_at_load(tmp_path) -> None:
     loaded = load_policies(schedules)
     assert not loaded.policies
     assert "there is no user 'no-such-user-kt' on this machine" in str(loaded.errors[0])
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.1", "2130706433", "0x7f.0.0.1"])
+def test_names_and_numeric_spellings_of_loopback_are_refused_when_resolved(host: str) -> None:
+    # resolved here (the numeric forms never reach a DNS server), not caught by the load check
+    WebhookRestart.model_validate({"url": f"http://{host}:9/h", "hmac_secret": "k"})
+    with pytest.raises(RotationError, match="loopback: refused") as refused:
+        checked_addresses(host, 9, (), timeout=5)
+    assert not refused.value.retryable
