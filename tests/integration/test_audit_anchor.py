@@ -1,12 +1,16 @@
 """Anchors of the audit chain's head: deleting the newest records with SQL in a real Postgres
 ledger is reported by ``keyturn audit verify``; a forged anchor is reported; the dispatcher
-tick anchors at most every ``KEYTURN_AUDIT_ANCHOR_SECONDS``."""
+tick anchors at most every ``KEYTURN_AUDIT_ANCHOR_SECONDS``, in real worker and beat processes
+too."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from rotation.cli import main
 from rotation.config import AnchorSettings
 from rotation.ledger.db import Ledger
 from rotation.providers.memory import MemoryProvider
+from tests.backends.cluster import wait_for
 from tests.integration.test_audit import check, sql, write_events
 from tests.integration.test_engine import Clock, make, write_policy
 
@@ -153,3 +158,50 @@ def test_the_dispatcher_tick_anchors_at_most_every_n_seconds(
     dispatcher.tick()
     found = anchor.read_anchors(AnchorSettings.from_env())
     assert found is not None and [a.seq for a in found.anchors] == [2, 3]
+
+
+def test_real_workers_anchor_and_the_cli_reports_what_was_deleted_since(
+    cluster, ledger, tmp_path
+) -> None:
+    write_events(ledger, 4)
+    path = tmp_path / "worker-anchors.jsonl"
+    write_key(tmp_path / "worker-anchor.pem")
+    cluster.env.update(
+        KEYTURN_AUDIT_ANCHOR_FILE=str(path),
+        KEYTURN_AUDIT_ANCHOR_KEY=str(tmp_path / "worker-anchor.pem"),
+        KEYTURN_AUDIT_ANCHOR_SECONDS="1",
+    )
+    cluster.start("worker")
+    cluster.start("beat")
+
+    def anchored() -> list[dict[str, object]]:
+        text = path.read_text() if path.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
+    wait_for(lambda: any(a["seq"] == 4 for a in anchored()), 90, cluster, "a worker's anchor")
+    cluster.stop()
+    latest = max(int(str(a["seq"])) for a in anchored())
+    # signed by the worker (its id: host:pid of a pool process), not by a CLI
+    assert all(str(a["by"]).startswith(f"{socket.gethostname()}:") for a in anchored())
+    sql(ledger, f"DELETE FROM audit_records WHERE seq >= {latest}")
+    private = serialization.load_pem_private_key(
+        (tmp_path / "worker-anchor.pem").read_bytes(), None
+    )
+    (tmp_path / "worker-anchor.pub.pem").write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    env = {
+        key: value
+        for key, value in cluster.env.items()
+        if not key.startswith("KEYTURN_AUDIT_ANCHOR_KEY")
+    }
+    env["KEYTURN_AUDIT_ANCHOR_PUBLIC_KEY"] = str(tmp_path / "worker-anchor.pub.pem")
+    keyturn = Path(sys.executable).parent / "keyturn"
+    done = subprocess.run(
+        [str(keyturn), "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "TAMPERED 1 newest record(s) deleted since the anchor at" in done.stdout
+    assert f"anchored head seq {latest}, the chain now ends at seq {latest - 1}" in done.stdout
