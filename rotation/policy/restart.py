@@ -156,10 +156,26 @@ def strategy_runner(name: str) -> Callable[..., Any]:
 _RETRY_FOR = timedelta(minutes=10)
 
 
-def _check_retry_for(value: timedelta) -> timedelta:
-    if not timedelta(0) < value <= timedelta(days=1):
-        raise ValueError("retry_for must be above 0 and at most 1d")
-    return value
+class RetriedRestart(RestartStrategy):
+    """A strategy whose failures (a command's non-zero exit, a webhook's non-2xx or silence) are
+    retried with the run's backoff for ``retry_for``; success confirms consumers moved."""
+
+    retry_for: Duration = Field(default=_RETRY_FOR, validate_default=True)
+
+    @field_validator("retry_for")
+    @classmethod
+    def _retry_window(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(days=1):
+            raise ValueError("retry_for must be above 0 and at most 1d")
+        return value
+
+    @property
+    def confirms(self) -> bool:
+        return True
+
+    @property
+    def retry_budget(self) -> timedelta:
+        return self.retry_for
 
 
 class NoRestart(RestartStrategy):
@@ -185,7 +201,7 @@ class AcknowledgeRestart(RestartStrategy):
         return self.timeout
 
 
-class CommandRestart(RestartStrategy):
+class CommandRestart(RetriedRestart):
     """Run commands in order (e.g. ``kubectl rollout restart``, then ``kubectl rollout status``)."""
 
     strategy: Literal["command"] = "command"
@@ -196,24 +212,9 @@ class CommandRestart(RestartStrategy):
     #: passed but PATH, HOME, locale and KEYTURN_SECRET/VERSION/RUN_ID, so a command that prints
     #: its environment cannot leak the worker's own credentials into the logs.
     pass_env: Annotated[tuple[str, ...], Field(max_length=50)] = ()
-    #: How long a failing command (non-zero exit, timeout) is retried, with the run's backoff.
-    retry_for: Duration = Field(default=_RETRY_FOR, validate_default=True)
     #: A user name: the commands run with its uid, gid and groups (the worker must be root to
     #: switch); unset, they run as the worker, which lets them read the worker's environment.
     run_as: str | None = None
-
-    @field_validator("retry_for")
-    @classmethod
-    def _retry_window(cls, value: timedelta) -> timedelta:
-        return _check_retry_for(value)
-
-    @property
-    def confirms(self) -> bool:
-        return True
-
-    @property
-    def retry_budget(self) -> timedelta:
-        return self.retry_for
 
     @field_validator("run_as")
     @classmethod
@@ -258,7 +259,7 @@ class CommandRestart(RestartStrategy):
         return value
 
 
-class WebhookRestart(RestartStrategy):
+class WebhookRestart(RetriedRestart):
     """POST the promotion to a URL, signed with HMAC-SHA256 (header ``X-Keyturn-Signature``)."""
 
     strategy: Literal["webhook"] = "webhook"
@@ -266,26 +267,11 @@ class WebhookRestart(RestartStrategy):
     #: Name of the secret (in the same backend) that holds the HMAC key.
     hmac_secret: str
     timeout: Duration = Field(default=timedelta(seconds=10), validate_default=True)
-    #: How long a failing call (non-2xx, no answer) is retried, with the run's backoff.
-    retry_for: Duration = Field(default=_RETRY_FOR, validate_default=True)
     #: Networks (CIDR) the URL may resolve into although they are not public: loopback,
     #: private, link-local... are refused otherwise (rotation/policy/destinations.py).
     allow_networks: Annotated[tuple[str, ...], Field(max_length=20)] = ()
     #: A PEM file of the CA(s) to trust for an https URL instead of the system's.
     ca_file: str | None = None
-
-    @field_validator("retry_for")
-    @classmethod
-    def _retry_window(cls, value: timedelta) -> timedelta:
-        return _check_retry_for(value)
-
-    @property
-    def confirms(self) -> bool:
-        return True
-
-    @property
-    def retry_budget(self) -> timedelta:
-        return self.retry_for
 
     @property
     def allowed(self) -> tuple[IPNetwork, ...]:
