@@ -20,12 +20,14 @@ from rotation.cli.common import (
     make_console,
     open_runtime,
 )
+from rotation.cli.progress import follow_runs
 from rotation.durations import format_duration, parse_duration
 from rotation.ledger.models import Run, RunEvent
 from rotation.ops.operations import get_run, matching_secrets, rollback_secret, run_events
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
 from rotation.run.steps import FAILED_RETRY_DELAY
+from rotation.scheduler.tasks import MASS_PRIORITY
 from rotation.scheduler.triggers import Triggered, rotate_now
 
 #: Steps a run takes from pending to succeeded.
@@ -43,14 +45,14 @@ def steps_done(state: str) -> int:
         return 0
 
 
-def _send(console: Console, triggered: Triggered) -> None:
-    send_to_workers(console, triggered.run_id, triggered.state)
+def _send(console: Console, triggered: Triggered, priority: int | None = None) -> None:
+    send_to_workers(console, triggered.run_id, triggered.state, priority)
 
 
-def send_to_workers(console: Console, run_id: int, state: str) -> None:
+def send_to_workers(console: Console, run_id: int, state: str, priority: int | None = None) -> None:
     """Enqueue the run's next step; a broker outage only delays it until the dispatcher."""
     try:
-        tasks.send_advance(run_id, state)
+        tasks.send_advance(run_id, state, priority)
     except Exception as exc:  # kombu/redis errors vary; none of them carries a value
         reason = _URL_CREDENTIALS.sub(r"\1", f"{type(exc).__name__}: {exc}".splitlines()[0])
         console.print(
@@ -59,11 +61,11 @@ def send_to_workers(console: Console, run_id: int, state: str) -> None:
         )
 
 
-def _started(console: Console, triggered: Triggered) -> None:
+def _started(console: Console, triggered: Triggered, priority: int | None = None) -> None:
     name = escape(triggered.secret)
     if triggered.created:
         console.print(f"started run {triggered.run_id} for {name} ({triggered.state})")
-        _send(console, triggered)
+        _send(console, triggered, priority)
     else:
         console.print(
             f"{name} is already being rotated: run {triggered.run_id} ({triggered.state}); "
@@ -104,16 +106,28 @@ def rotate_command(name: str, wait: bool, timeout: float) -> None:
 @click.command("rotate-all", cls=OpsCommand)
 @click.argument("pattern")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def rotate_all_command(pattern: str, yes: bool) -> None:
+@click.option("--wait", is_flag=True, help="Follow the runs to their end; exit 0 if all succeeded.")
+@click.option(
+    "--timeout",
+    default=6 * 3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds --wait waits at most.",
+)
+def rotate_all_command(pattern: str, yes: bool, wait: bool, timeout: float) -> None:
     """Rotate every scheduled secret containing PATTERN (or matching it as a glob).
 
     Lists the matching secrets and asks before starting; secrets already being rotated keep
-    their active run.
+    their active run (running it again starts nothing twice). Then shows the runs' progress:
+    counts by state (pending, running, succeeded, needs_attention, failed) and an ETA. --wait
+    follows them to the end: exit 0 when every run succeeded, 1 otherwise, listing the runs
+    that did not. Breach response: docs/operations.md.
 
     \b
     Examples:
       keyturn rotate-all api_key            # every secret whose name contains api_key
       keyturn rotate-all 'prod/*' --yes
+      keyturn rotate-all '*' --yes --wait   # after a breach
     """
     console = make_console()
     with open_runtime() as runtime:
@@ -129,8 +143,14 @@ def rotate_all_command(pattern: str, yes: bool) -> None:
         if not yes:
             click.confirm(f"Rotate {len(names)} secrets now?", abort=True)
         actor = cli_actor()
+        run_ids = []
         for name in names:
-            _started(console, rotate_now(runtime, name, actor=actor, trigger="manual"))
+            triggered = rotate_now(runtime, name, actor=actor, trigger="manual")
+            _started(console, triggered, MASS_PRIORITY)
+            run_ids.append(triggered.run_id)
+        status = follow_runs(runtime, console, run_ids, timeout=timeout, wait=wait)
+        if wait:
+            sys.exit(status)
 
 
 @click.command("rollback", cls=OpsCommand)

@@ -125,7 +125,9 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
     from rotation.cli import tasks
 
     calls: list[tuple[int, str]] = []
-    monkeypatch.setattr(tasks, "send_advance", lambda *args: calls.append(args))
+    monkeypatch.setattr(
+        tasks, "send_advance", lambda run_id, state, priority=None: calls.append((run_id, state))
+    )
     return calls
 
 
