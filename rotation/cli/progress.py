@@ -16,14 +16,22 @@ from datetime import datetime, timedelta
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from rotation.durations import format_duration
 from rotation.ledger.models import Run
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, RunState
 
-__all__ = ["BUCKETS", "MassProgress", "RunStatus", "bucket", "follow_runs", "read_runs"]
+__all__ = [
+    "BUCKETS",
+    "MassProgress",
+    "RunStatus",
+    "bucket",
+    "follow_runs",
+    "read_runs",
+    "succeeded_since",
+]
 
 #: What the counts show, in order.
 BUCKETS = ("pending", "running", "succeeded", "needs_attention", "failed")
@@ -70,6 +78,24 @@ def read_runs(runtime: Runtime, run_ids: Sequence[int]) -> list[RunStatus]:
             ).all()
             found.extend(RunStatus(*row) for row in rows)
     return sorted(found, key=lambda status: status.run_id)
+
+
+def succeeded_since(runtime: Runtime, secrets: Sequence[str], since: datetime) -> dict[str, int]:
+    """The latest run of each of ``secrets`` that started at or after ``since`` and succeeded."""
+    found: dict[str, int] = {}
+    with runtime.ledger.sessions() as session:
+        for start in range(0, len(secrets), _CHUNK):
+            rows = session.execute(
+                select(Run.secret, func.max(Run.id))
+                .where(
+                    Run.secret.in_(list(secrets[start : start + _CHUNK])),
+                    Run.created_at >= since,
+                    Run.state == RunState.SUCCEEDED.value,
+                )
+                .group_by(Run.secret)
+            ).all()
+            found.update({secret: run_id for secret, run_id in rows})
+    return found
 
 
 @dataclass
@@ -143,6 +169,7 @@ def follow_runs(
     wait: bool = True,
     interval: float = 1.0,
     report_every: float = 10.0,
+    again: str = "the same command with --wait",
 ) -> int:
     """Show the runs' progress until they have all ended (``wait``) or once; the exit status:
     0 when every run succeeded, 1 otherwise (the runs that did not are listed)."""
@@ -165,10 +192,7 @@ def follow_runs(
     if not console.is_terminal or not wait:
         console.print(mass.summary(markup=False))
     if not wait:
-        console.print(
-            "the workers go on; follow them with the same command and --wait (it starts nothing "
-            "twice), or `keyturn runs`"
-        )
+        console.print(f"the workers go on; follow them with {again}, or `keyturn runs`")
         return 0 if mass.counts["succeeded"] == mass.total else 1
     return _verdict(console, mass, statuses, timeout)
 

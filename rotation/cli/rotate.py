@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import click
 from rich.console import Console
@@ -20,7 +21,7 @@ from rotation.cli.common import (
     make_console,
     open_runtime,
 )
-from rotation.cli.progress import follow_runs
+from rotation.cli.progress import follow_runs, succeeded_since
 from rotation.durations import format_duration, parse_duration
 from rotation.ledger.models import Run, RunEvent
 from rotation.ops.operations import get_run, matching_secrets, rollback_secret, run_events
@@ -114,23 +115,35 @@ def rotate_command(name: str, wait: bool, timeout: float) -> None:
     type=click.FloatRange(min=0),
     help="Seconds --wait waits at most.",
 )
-def rotate_all_command(pattern: str, yes: bool, wait: bool, timeout: float) -> None:
+@click.option(
+    "--since",
+    metavar="TIME|DURATION",
+    help="Skip secrets a run started at or after this rotated successfully (UTC ISO time, or a "
+    "duration ago such as 15m): repeating a mass rotation starts nothing twice.",
+)
+def rotate_all_command(
+    pattern: str, yes: bool, wait: bool, timeout: float, since: str | None
+) -> None:
     """Rotate every scheduled secret containing PATTERN (or matching it as a glob).
 
     Lists the matching secrets and asks before starting; secrets already being rotated keep
-    their active run (running it again starts nothing twice). Then shows the runs' progress:
-    counts by state (pending, running, succeeded, needs_attention, failed) and an ETA. --wait
-    follows them to the end: exit 0 when every run succeeded, 1 otherwise, listing the runs
-    that did not. Breach response: docs/operations.md.
+    their active run, and with --since those a run started since then rotated are skipped
+    (so repeating the command, or following it again with --wait, starts nothing twice). Then
+    shows the runs' progress: counts by state (pending, running, succeeded, needs_attention,
+    failed) and an ETA. --wait follows them to the end: exit 0 when every run succeeded, 1
+    otherwise, listing the runs that did not. Breach response: docs/operations.md.
 
     \b
     Examples:
       keyturn rotate-all api_key            # every secret whose name contains api_key
       keyturn rotate-all 'prod/*' --yes
       keyturn rotate-all '*' --yes --wait   # after a breach
+      keyturn rotate-all '*' --yes --wait --since 2026-05-04T09:00:00Z   # again: joins it
     """
     console = make_console()
     with open_runtime() as runtime:
+        started_at = runtime.clock()
+        skip_after = _since(since, started_at) if since else None
         names = matching_secrets(runtime, pattern)
         if not names:
             click.echo(
@@ -143,14 +156,38 @@ def rotate_all_command(pattern: str, yes: bool, wait: bool, timeout: float) -> N
         if not yes:
             click.confirm(f"Rotate {len(names)} secrets now?", abort=True)
         actor = cli_actor()
-        run_ids = []
+        done = succeeded_since(runtime, names, skip_after) if skip_after else {}
+        run_ids = list(done.values())
         for name in names:
+            if name in done:
+                console.print(f"{escape(name)} was rotated since then: run {done[name]}; skipped")
+                continue
             triggered = rotate_now(runtime, name, actor=actor, trigger="manual")
             _started(console, triggered, MASS_PRIORITY)
             run_ids.append(triggered.run_id)
-        status = follow_runs(runtime, console, run_ids, timeout=timeout, wait=wait)
+        again = (
+            f"`keyturn rotate-all {shlex.quote(pattern)} --yes --wait "
+            f"--since {(skip_after or started_at):%Y-%m-%dT%H:%M:%SZ}` (it starts nothing twice)"
+        )
+        status = follow_runs(runtime, console, run_ids, timeout=timeout, wait=wait, again=again)
         if wait:
             sys.exit(status)
+
+
+def _since(value: str, now: datetime) -> datetime:
+    """``--since``: a UTC ISO time, or a duration before ``now``."""
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a time (2026-05-04T09:00:00Z) nor a duration (15m)",
+            param_hint="--since",
+        ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 @click.command("rollback", cls=OpsCommand)

@@ -11,7 +11,8 @@ not a failed attempt.
 
 Defaults come from the services' published quotas: AWS Secrets Manager allows 50 writes a
 second per region (PutSecretValue, UpdateSecretVersionStage... combined) and 10,000
-GetSecretValue; Azure Key Vault 4,000 secret transactions per 10 seconds per vault. Vault/OpenBao
+GetSecretValue; Azure Key Vault 4,000 secret transactions per 10 seconds per vault, all kinds
+together (split 290 reads, 100 writes, 10 lists a second, as a rotation uses them). Vault/OpenBao
 has no fixed quota (an operator configures one): unlimited unless set. The quotas
 (:data:`~rotation.config.DEFAULT_QUOTAS`) and their overrides ``KEYTURN_RATE_<ALIAS>_<CLASS>``
 (requests per second, 0 = unlimited) and ``KEYTURN_CONCURRENCY_<ALIAS>`` (requests in flight at
