@@ -34,7 +34,13 @@ from rotation.scheduler.triggers import Triggered, rotate_now
 #: Steps a run takes from pending to succeeded.
 TOTAL_STEPS = len(NEXT_STATE)
 _ORDER = [RunState.PENDING, *NEXT_STATE.values()]
-OUTCOME_STYLE = {"ok": "green", "wait": "yellow", "retry": "yellow", "failed": "red"}
+OUTCOME_STYLE = {
+    "ok": "green",
+    "wait": "yellow",
+    "retry": "yellow",
+    "throttled": "yellow",
+    "failed": "red",
+}
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]*@")
 
 
