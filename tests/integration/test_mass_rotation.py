@@ -39,6 +39,8 @@ class MassResult:
 
     throttled_answers: int
     throttled_waits: int
+    #: The most ``throttled`` events of one run (more than max_attempts: no attempt spent).
+    most_waits_of_a_run: int
     seconds: float
     output: str
 
@@ -72,6 +74,7 @@ def rotate_everything(
     proxy_rate: float,
     write_quota: float,
     timeout: float,
+    extra_env: dict[str, str] | None = None,
 ) -> MassResult:
     """Rotate ``count`` Vault secrets with ``rotate-all --wait`` behind a 429 proxy; assert the
     outcome the issue asks for and return the figures."""
@@ -95,6 +98,7 @@ def rotate_everything(
                 "KEYTURN_REDELIVER_SECONDS": "10",
                 "KEYTURN_NAMESPACE": f"mass-{uuid.uuid4().hex[:8]}",
                 "KEYTURN_RATE_VAULT_WRITE": str(write_quota),
+                **(extra_env or {}),
             }
         )
         # the policies are in the ledger, nothing due: the mass rotation is the operator's
@@ -162,9 +166,12 @@ def rotate_everything(
     direct.close()
 
     with ledger.sessions() as session:
-        waits = session.scalar(
-            select(func.count()).select_from(RunEvent).where(RunEvent.outcome == "throttled")
-        )
+        per_run = session.execute(
+            select(RunEvent.run_id, func.count())
+            .where(RunEvent.outcome == "throttled")
+            .group_by(RunEvent.run_id)
+        ).all()
+    waits = sum(n for _, n in per_run)
     first_start = min(run.created_at for run in mass)
     last_end = max(run.finished_at for run in mass if run.finished_at)
     (steady,) = [run for run in done if run.secret == STEADY]
@@ -191,13 +198,18 @@ def rotate_everything(
     ).read(STEADY, stage=Stage.PREVIOUS).value == ("steady-initial")
 
     return MassResult(
-        throttled_answers, int(waits or 0), (last_end - first_start).total_seconds(), text
+        throttled_answers,
+        waits,
+        max((n for _, n in per_run), default=0),
+        (last_end - first_start).total_seconds(),
+        text,
     )
 
 
 def test_fifty_secrets_rotate_within_the_backend_rate_limit(
     openbao: OpenBao, cluster: Cluster, ledger: Ledger
 ) -> None:
+    """The client's own retries and the quota absorb the 429s (about 140 of 1,200 requests)."""
     result = rotate_everything(
         openbao, cluster, ledger, 50, proxy_rate=20, write_quota=8, timeout=240
     )
