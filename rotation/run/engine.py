@@ -80,11 +80,11 @@ ROLLBACK_PAUSES = (0.2, 0.5, 1.0, 0.0)
 #: The longest wait between tries of a step bounded by time (a restart, a rollback's
 #: announcement): once Redis or a deploy hook is back, the run goes on within this.
 TIMED_RETRY_CAP = timedelta(seconds=15)
-#: States whose work a removed policy's run undoes (after promotion it finishes instead).
 #: The longest wait after a throttled try (unless the backend asks for longer).
 THROTTLED_RETRY_CAP = timedelta(seconds=30)
 #: ``step_data`` key: since when the current step keeps being throttled (ISO time).
 THROTTLED_SINCE = "throttled_since"
+#: States whose work a removed policy's run undoes (after promotion it finishes instead).
 _BEFORE_PROMOTION = frozenset(
     {RunState.PENDING, RunState.CREATED, RunState.APPLIED, RunState.TESTED}
 )
