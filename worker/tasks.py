@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rotation.scheduler.tasks import ADVANCE, DISPATCH_DUE, ROTATE_ALL, ROTATE_NOW
+from rotation.scheduler.tasks import ADVANCE, DISPATCH_DUE, MASS_PRIORITY, ROTATE_ALL, ROTATE_NOW
 from rotation.scheduler.triggers import rotate_all as trigger_all
 from rotation.scheduler.triggers import rotate_now as trigger_now
 from worker.celery_app import SETTINGS, app
@@ -17,8 +17,8 @@ from worker.runtime import dispatcher, engine, runtime
 STEP_LIMITS = SETTINGS.limits
 
 
-def _send(run_id: int, state: str) -> None:
-    advance.apply_async((run_id, state))
+def _send(run_id: int, state: str, priority: int | None = None) -> None:
+    advance.apply_async((run_id, state), priority=priority)
 
 
 @app.task(name=DISPATCH_DUE, ignore_result=True)
@@ -40,7 +40,7 @@ def advance(run_id: int, state: str | None = None) -> None:
     """Run the next step of ``run_id`` (if its state is still ``state``), then chain the next."""
     outcome = engine().advance(int(run_id), state)
     if outcome.enqueue and outcome.state is not None:
-        _send(outcome.run_id, outcome.state.value)
+        _send(outcome.run_id, outcome.state.value, advance.request.delivery_info.get("priority"))
 
 
 @app.task(name=ROTATE_NOW, ignore_result=False)
@@ -58,7 +58,7 @@ def rotate_all(pattern: str, actor: str = "api") -> list[dict[str, Any]]:
     out = []
     for triggered in trigger_all(runtime(), pattern, actor=actor, trigger="api"):
         if triggered.created:
-            _send(triggered.run_id, triggered.state)
+            _send(triggered.run_id, triggered.state, MASS_PRIORITY)
         out.append(
             {"secret": triggered.secret, "run_id": triggered.run_id, "created": triggered.created}
         )

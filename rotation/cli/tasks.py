@@ -34,6 +34,6 @@ def _client() -> Celery:
         return _app
 
 
-def send_advance(run_id: int, state: str) -> None:
+def send_advance(run_id: int, state: str, priority: int | None = None) -> None:
     """Send ``keyturn.advance(run_id, state)``, as a worker does after a commit."""
-    _client().send_task(ADVANCE, args=(run_id, state))
+    _client().send_task(ADVANCE, args=(run_id, state), priority=priority)

@@ -3,7 +3,7 @@ scripts) use these with ``send_task``; ``worker/tasks.py`` defines them."""
 
 from __future__ import annotations
 
-__all__ = ["ADVANCE", "DISPATCH_DUE", "ROTATE_ALL", "ROTATE_NOW"]
+__all__ = ["ADVANCE", "DISPATCH_DUE", "MASS_PRIORITY", "ROTATE_ALL", "ROTATE_NOW"]
 
 #: One dispatcher tick (beat sends it every ``KEYTURN_TICK_SECONDS``).
 DISPATCH_DUE = "keyturn.dispatch_due"
@@ -13,3 +13,7 @@ ADVANCE = "keyturn.advance"
 ROTATE_NOW = "keyturn.rotate_now"
 #: ``rotate_all(pattern)``: ``rotate_now`` for every scheduled match.
 ROTATE_ALL = "keyturn.rotate_all"
+#: The message priority of a mass rotation's steps (``rotate-all``; Redis serves 0 first, 9
+#: last): scheduled rotations (priority 0) keep running beside it instead of queueing behind
+#: it. Each ``advance`` passes its own priority on to the run's next step.
+MASS_PRIORITY = 6
