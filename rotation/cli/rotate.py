@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from datetime import timedelta
+from typing import Any
 
 import click
 from rich.console import Console
@@ -13,26 +13,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rotation.cli import tasks
-from rotation.cli.common import (
-    OpsCommand,
-    cli_actor,
-    fmt_time,
-    make_console,
-    open_runtime,
-)
+from rotation.cli.common import OpsCommand, fmt_time, make_console, open_runtime
 from rotation.durations import format_duration, parse_duration
 from rotation.ledger.models import Run, RunEvent
-from rotation.ops.operations import get_run, matching_secrets, rollback_secret, run_events
+from rotation.ops.operations import get_run, matching_secrets, run_events
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
 from rotation.run.steps import FAILED_RETRY_DELAY
-from rotation.scheduler.triggers import Triggered, rotate_now
 
 #: Steps a run takes from pending to succeeded.
 TOTAL_STEPS = len(NEXT_STATE)
 _ORDER = [RunState.PENDING, *NEXT_STATE.values()]
 OUTCOME_STYLE = {"ok": "green", "wait": "yellow", "retry": "yellow", "failed": "red"}
-_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]*@")
 
 
 def steps_done(state: str) -> int:
@@ -43,30 +35,13 @@ def steps_done(state: str) -> int:
         return 0
 
 
-def _send(console: Console, triggered: Triggered) -> None:
-    send_to_workers(console, triggered.run_id, triggered.state)
-
-
-def send_to_workers(console: Console, run_id: int, state: str) -> None:
-    """Enqueue the run's next step; a broker outage only delays it until the dispatcher."""
-    try:
-        tasks.send_advance(run_id, state)
-    except Exception as exc:  # kombu/redis errors vary; none of them carries a value
-        reason = _URL_CREDENTIALS.sub(r"\1", f"{type(exc).__name__}: {exc}".splitlines()[0])
-        console.print(
-            f"[yellow]could not send the run to the workers ({escape(reason)}); the dispatcher "
-            "will pick it up within KEYTURN_REDELIVER_SECONDS once beat and a worker run[/]"
-        )
-
-
-def _started(console: Console, triggered: Triggered) -> None:
-    name = escape(triggered.secret)
-    if triggered.created:
-        console.print(f"started run {triggered.run_id} for {name} ({triggered.state})")
-        _send(console, triggered)
+def _started(console: Console, run: dict[str, Any]) -> None:
+    name = escape(str(run["secret"]))
+    if run["created"]:
+        console.print(f"started run {run['run_id']} for {name} ({run['state']})")
     else:
         console.print(
-            f"{name} is already being rotated: run {triggered.run_id} ({triggered.state}); "
+            f"{name} is already being rotated: run {run['run_id']} ({run['state']}); "
             "not starting another"
         )
 
@@ -95,10 +70,11 @@ def rotate_command(name: str, wait: bool, timeout: float) -> None:
     """
     console = make_console()
     with open_runtime() as runtime:
-        triggered = rotate_now(runtime, name, actor=cli_actor(), trigger="manual")
-        _started(console, triggered)
+        answer = tasks.request("rotate", {"secret": name}, runtime.clock())
+        (run,) = answer["runs"]
+        _started(console, run)
         if wait:
-            sys.exit(follow(runtime, console, triggered.run_id, timeout))
+            sys.exit(follow(runtime, console, int(run["run_id"]), timeout))
 
 
 @click.command("rotate-all", cls=OpsCommand)
@@ -128,9 +104,9 @@ def rotate_all_command(pattern: str, yes: bool) -> None:
             console.print(f"  {escape(name)}")
         if not yes:
             click.confirm(f"Rotate {len(names)} secrets now?", abort=True)
-        actor = cli_actor()
-        for name in names:
-            _started(console, rotate_now(runtime, name, actor=actor, trigger="manual"))
+        answer = tasks.request("rotate_all", {"pattern": pattern}, runtime.clock())
+    for run in answer["runs"]:
+        _started(console, run)
 
 
 @click.command("rollback", cls=OpsCommand)
@@ -161,16 +137,15 @@ def rollback_command(name: str, retry_after: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retry-after") from None
     console = make_console()
+    args = {"secret": name, "retry_after_seconds": delay.total_seconds()}
     with open_runtime() as runtime:
-        done = rollback_secret(runtime, name, cli_actor(), retry_after=delay)
+        (done,) = tasks.request("rollback", args, runtime.clock())["runs"]
     console.print(
-        f"rolling back {escape(name)}: run {done.run_id} ({done.from_state} -> {done.state}); "
-        f"{escape(done.note)}; it ends failed and the schedule tries {escape(name)} again "
-        f"{escape(retry_after)} later (pause its policy to hold it longer); follow it with "
-        f"`keyturn history {escape(name)}`"
+        f"rolling back {escape(name)}: run {done['run_id']} ({done['from_state']} -> "
+        f"{done['state']}); {escape(str(done['note']))}; it ends failed and the schedule tries "
+        f"{escape(name)} again {escape(retry_after)} later (pause its policy to hold it "
+        f"longer); follow it with `keyturn history {escape(name)}`"
     )
-    if done.enqueue:
-        send_to_workers(console, done.run_id, done.state)
 
 
 # --- following a run ---------------------------------------------------------------------------
