@@ -150,7 +150,7 @@ def test_key_files_generate_load_and_refuse_loose_modes(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="not a principal name"):
         generate_key_pair("../x", tmp_path)
     (tmp_path / "keys" / "broken.pub").write_text("not a key")
-    with pytest.raises(ConfigurationError, match="broken.pub: not a PEM public key"):
+    with pytest.raises(ConfigurationError, match=r"broken\.pub: not a PEM public key"):
         Keyring.load(tmp_path / "keys")
     with pytest.raises(ConfigurationError, match="not a directory"):
         Keyring.load(tmp_path / "missing")
