@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,17 @@ from psycopg import sql
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
-from rotation.access.requests import load_private_key, sign
-from rotation.errors import BackendUnavailable
+from rotation.access.requests import (
+    Keyring,
+    SignedRequest,
+    consume_nonce,
+    load_private_key,
+    sign,
+    verify,
+)
+from rotation.errors import BackendUnavailable, RequestRefused
 from rotation.ledger.db import Ledger
-from rotation.ledger.models import AuditRecord, Run, Schedule
+from rotation.ledger.models import AuditRecord, RequestNonce, Run, Schedule
 from rotation.run.engine import Engine
 from rotation.run.runtime import Runtime
 from rotation.run.states import RunState
@@ -295,6 +302,13 @@ def test_forged_replayed_and_unsigned_requests(
         replay = client.call("keyturn.rotate_now", secret="svc/fast", signed=signed)
         assert replay["error"] == "RequestRefused" and "replayed" in replay["message"]
 
+        # a key added to the keyring after the workers started counts at once: nina is
+        # verified (then a viewer by "*", so refused by her role, not for her signature)
+        nina = load_private_key(cluster.operator_env("nina")["KEYTURN_OPERATOR_KEY"])
+        by_nina = sign(nina, action="rotate", args=args, actor="nina", now=now, ttl=ttl)
+        answer = client.call("keyturn.rotate_now", secret="svc/fast", signed=by_nina)
+        assert answer["error"] == "RoleDenied" and "'nina' (role: viewer)" in answer["message"]
+
         # an unsigned Flower call acts as `api`, which the "*" binding makes a viewer: refused
         path = "/api/task/async-apply/keyturn.rotate_now"
         status, _ = flower.call("POST", path, body={"args": ["svc/slow"]})
@@ -332,3 +346,27 @@ def test_forged_replayed_and_unsigned_requests(
         )
     finally:
         client.close()
+
+
+def test_nonces_are_used_once_and_pruned_after_they_expire(ledger: Ledger) -> None:
+    key = Ed25519PrivateKey.generate()
+    now = ledger.now()
+    keyring = Keyring({"olivia": key.public_key()})
+
+    def request(at: datetime) -> SignedRequest:
+        envelope = sign(
+            key, action="rotate", args={}, actor="olivia", now=at, ttl=timedelta(minutes=5)
+        )
+        return verify(
+            envelope, keyring, action="rotate", args={}, now=at, max_ttl=timedelta(minutes=5)
+        )
+
+    old, fresh = request(now - timedelta(minutes=10)), request(now)
+    with ledger.transaction() as session:
+        consume_nonce(session, old, now - timedelta(minutes=10))
+    with ledger.transaction() as session:
+        consume_nonce(session, fresh, now)  # prunes the expired one
+    with ledger.sessions() as session:
+        assert set(session.scalars(select(RequestNonce.nonce))) == {fresh.nonce}
+    with pytest.raises(RequestRefused, match="replayed"), ledger.transaction() as session:
+        consume_nonce(session, fresh, now)

@@ -165,3 +165,17 @@ def test_request_settings_parse_and_validate() -> None:
     assert (given.api_principal, given.ttl) == ("flower", timedelta(seconds=60))
     with pytest.raises(ConfigurationError, match="KEYTURN_REQUEST_TTL_SECONDS"):
         RequestSettings.from_env({"KEYTURN_REQUEST_TTL_SECONDS": "1"})
+
+
+def test_keyturn_keys_generate_writes_a_pair_and_never_overwrites(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rotation.cli import main
+
+    done = CliRunner().invoke(main, ["keys", "generate", "alice", "--dir", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    assert f"KEYTURN_OPERATOR_KEY={tmp_path / 'alice.key'}" in done.output
+    assert "KEYTURN_OPERATOR_KEYS" in done.output
+    assert Keyring.load(tmp_path).key_of("alice") is not None
+    again = CliRunner().invoke(main, ["keys", "generate", "alice", "--dir", str(tmp_path)])
+    assert again.exit_code == 2 and "not overwriting" in again.output
