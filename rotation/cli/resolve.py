@@ -7,6 +7,7 @@ import click
 from rotation.cli import tasks
 from rotation.cli.common import OpsCommand, make_console, open_runtime
 from rotation.durations import format_duration, parse_duration
+from rotation.names import validate_name
 from rotation.run.steps import FAILED_RETRY_DELAY
 
 
@@ -38,6 +39,7 @@ def resolve_command(name: str, retry: bool, abandon: bool, retry_after: str) -> 
     if retry == abandon:
         raise click.UsageError("say what to do: either --retry or --abandon")
     action = "retry" if retry else "abandon"
+    validate_name(name)
     try:
         delay = parse_duration(retry_after)
     except ValueError as exc:

@@ -16,6 +16,7 @@ from rotation.cli import tasks
 from rotation.cli.common import OpsCommand, fmt_time, make_console, open_runtime
 from rotation.durations import format_duration, parse_duration
 from rotation.ledger.models import Run, RunEvent
+from rotation.names import validate_name
 from rotation.ops.operations import get_run, matching_secrets, run_events
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
@@ -68,6 +69,7 @@ def rotate_command(name: str, wait: bool, timeout: float) -> None:
       keyturn rotate api_key_ncbi
       keyturn rotate db_credentials --wait --timeout 900
     """
+    validate_name(name)
     console = make_console()
     with open_runtime() as runtime:
         answer = tasks.request("rotate", {"secret": name}, runtime.clock())
@@ -132,6 +134,7 @@ def rollback_command(name: str, retry_after: str) -> None:
       keyturn rollback db_credentials
       keyturn rollback api_key_ncbi --retry-after 7d   # hold the next try for a week
     """
+    validate_name(name)
     try:
         delay = parse_duration(retry_after)
     except ValueError as exc:

@@ -47,6 +47,13 @@ def _client() -> Celery:
                 result_serializer="json",
                 accept_content=["json"],
                 broker_connection_retry_on_startup=True,
+                # a person is waiting: an unreachable broker or result backend is said at once
+                broker_connection_timeout=3,
+                task_publish_retry_policy={"max_retries": 1, "interval_start": 0.5},
+                result_backend_transport_options={
+                    "retry_policy": {"max_retries": 1, "interval_start": 0.5},
+                    "socket_connect_timeout": 3,
+                },
             )
         return _app
 
@@ -64,6 +71,9 @@ def operator_principal(settings: RequestSettings | None = None) -> str:
 
 
 def _reason(exc: BaseException) -> str:
+    """The root cause's first line (Celery wraps a refused connection in a vague error)."""
+    while (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return _URL_CREDENTIALS.sub(r"\1", f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
@@ -78,7 +88,8 @@ def submit(task: str, kwargs: dict[str, Any], timeout: float) -> dict[str, Any]:
             "result backend; the default is the broker when it is Redis)"
         )
     try:
-        pending = client.send_task(task, kwargs=kwargs)
+        # a worker reaching it later discards it: the request has expired by then anyway
+        pending = client.send_task(task, kwargs=kwargs, expires=timeout)
     except Exception as exc:  # kombu/redis errors vary; none of them carries a value
         raise BackendUnavailable(
             f"could not send the request to the workers ({_reason(exc)}); nothing was done"
@@ -88,8 +99,8 @@ def submit(task: str, kwargs: dict[str, Any], timeout: float) -> dict[str, Any]:
     except CeleryTimeout:
         raise BackendUnavailable(
             f"no worker answered within {timeout:.0f}s (are workers running on queue "
-            f"{client.conf.task_default_queue!r}?); the request expired unanswered, or a "
-            "worker served it late: check `keyturn history`"
+            f"{client.conf.task_default_queue!r}?); the request expired unanswered and "
+            "nothing was done"
         ) from None
     except KeyturnError:
         raise

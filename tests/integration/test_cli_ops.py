@@ -146,6 +146,13 @@ def sent(env: Env) -> list[tuple[int, str]]:
     return env.sent
 
 
+def close_client() -> None:
+    """Close the CLI's Celery app."""
+    if tasks._app is not None:
+        tasks._app.close()
+    tasks._app = None
+
+
 def cli(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(main, list(args), input=input)
 
@@ -261,10 +268,34 @@ def test_rotate_with_the_broker_down_says_so_and_starts_nothing(
     try:
         result = cli("rotate", "svc/fast")
     finally:
-        tasks._app = None
+        close_client()
     assert result.exit_code == 1, result.output
     assert "could not send the request to the workers" in result.output
     assert "nothing was done" in result.output and ":pw@" not in result.output
+    with env.runtime.ledger.sessions() as session:
+        assert list(session.scalars(select(Run))) == []
+
+
+def test_rotate_with_no_worker_gives_up_when_the_request_expires(env: Env) -> None:
+    import redis
+
+    queue = f"kt-test-{uuid.uuid4().hex[:8]}"
+    variables = {"KEYTURN_BROKER_URL": BROKER, "KEYTURN_QUEUE": queue}
+    try:
+        done = subprocess.run(
+            [*KEYTURN, "rotate", "svc/fast"],
+            env={**os.environ, **variables, "KEYTURN_REQUEST_TTL_SECONDS": "5"},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        with redis.Redis.from_url(BROKER) as client:
+            client.delete(queue)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no worker answered within 5s" in done.stderr
+    assert "expired unanswered and nothing was done" in done.stderr
     with env.runtime.ledger.sessions() as session:
         assert list(session.scalars(select(Run))) == []
 
