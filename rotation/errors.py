@@ -32,7 +32,8 @@ a failed step only when it is set, within the run's attempts.
     │   └── LeaseLost               another worker holds the run now: stop, commit nothing
     ├── NothingToRollBack           no rotation of the secret is between promotion and retirement
     ├── NothingToResolve            no run of the secret needs attention
-    └── AuditWriteFailed            the audit record could not be written: refused      [retryable]
+    ├── AuditWriteFailed            the audit record could not be written: refused      [retryable]
+    └── AnchorWriteFailed           the audit chain's head could not be anchored        [retryable]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "AnchorWriteFailed",
     "AuditWriteFailed",
     "AuthenticationFailed",
     "BackendError",
@@ -298,5 +300,11 @@ class NothingToRollBack(KeyturnError):
 
 class AuditWriteFailed(KeyturnError):
     """The audit record could not be written, so the operation was refused."""
+
+    retryable = True
+
+
+class AnchorWriteFailed(KeyturnError):
+    """The audit chain's head could not be anchored (the anchor file or its key)."""
 
     retryable = True

@@ -9,6 +9,7 @@ from rotation.ops.manual import handle
 from rotation.scheduler.tasks import (
     ADVANCE,
     DISPATCH_DUE,
+    MASS_PRIORITY,
     RESOLVE,
     ROLLBACK,
     ROTATE_ALL,
@@ -23,8 +24,8 @@ from worker.runtime import dispatcher, engine, runtime
 STEP_LIMITS = SETTINGS.limits
 
 
-def _send(run_id: int, state: str) -> None:
-    advance.apply_async((run_id, state))
+def _send(run_id: int, state: str, priority: int | None = None) -> None:
+    advance.apply_async((run_id, state), priority=priority)
 
 
 @app.task(name=DISPATCH_DUE, ignore_result=True)
@@ -46,14 +47,16 @@ def advance(run_id: int, state: str | None = None) -> None:
     """Run the next step of ``run_id`` (if its state is still ``state``), then chain the next."""
     outcome = engine().advance(int(run_id), state)
     if outcome.enqueue and outcome.state is not None:
-        _send(outcome.run_id, outcome.state.value)
+        _send(outcome.run_id, outcome.state.value, advance.request.delivery_info.get("priority"))
 
 
 def _serve(action: str, args: dict[str, Any], signed: object, actor: object) -> dict[str, Any]:
     claimed = actor if isinstance(actor, str) else None
     handled = handle(runtime(), action, args, signed=signed, claimed=claimed)
+    # a mass rotation's steps go at a lower priority, so scheduled rotations run beside it
+    priority = MASS_PRIORITY if action == "rotate_all" else None
     for run_id, state in handled.enqueue:
-        _send(run_id, state)
+        _send(run_id, state, priority)
     return handled.answer
 
 
@@ -68,9 +71,15 @@ def rotate_now(secret: str, actor: str | None = None, signed: object = None) -> 
 
 
 @app.task(name=ROTATE_ALL, ignore_result=False)
-def rotate_all(pattern: str, actor: str | None = None, signed: object = None) -> dict[str, Any]:
-    """``rotate_now`` for every scheduled secret matching ``pattern``."""
-    return _serve("rotate_all", {"pattern": pattern}, signed, actor)
+def rotate_all(
+    pattern: str,
+    skip: list[str] | None = None,
+    actor: str | None = None,
+    signed: object = None,
+) -> dict[str, Any]:
+    """``rotate_now`` for every scheduled secret matching ``pattern``, except those in ``skip``
+    (``keyturn rotate-all --since``: already rotated)."""
+    return _serve("rotate_all", {"pattern": pattern, "skip": skip}, signed, actor)
 
 
 @app.task(name=ROLLBACK, ignore_result=False)

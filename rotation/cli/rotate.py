@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rotation.cli import tasks
 from rotation.cli.common import OpsCommand, fmt_time, make_console, open_runtime
+from rotation.cli.progress import follow_runs, succeeded_since
 from rotation.durations import format_duration, parse_duration
 from rotation.ledger.models import Run, RunEvent
 from rotation.names import validate_name
@@ -25,7 +27,13 @@ from rotation.run.steps import FAILED_RETRY_DELAY
 #: Steps a run takes from pending to succeeded.
 TOTAL_STEPS = len(NEXT_STATE)
 _ORDER = [RunState.PENDING, *NEXT_STATE.values()]
-OUTCOME_STYLE = {"ok": "green", "wait": "yellow", "retry": "yellow", "failed": "red"}
+OUTCOME_STYLE = {
+    "ok": "green",
+    "wait": "yellow",
+    "retry": "yellow",
+    "throttled": "yellow",
+    "failed": "red",
+}
 
 
 def steps_done(state: str) -> int:
@@ -82,19 +90,43 @@ def rotate_command(name: str, wait: bool, timeout: float) -> None:
 @click.command("rotate-all", cls=OpsCommand)
 @click.argument("pattern")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def rotate_all_command(pattern: str, yes: bool) -> None:
+@click.option("--wait", is_flag=True, help="Follow the runs to their end; exit 0 if all succeeded.")
+@click.option(
+    "--timeout",
+    default=6 * 3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds --wait waits at most.",
+)
+@click.option(
+    "--since",
+    metavar="TIME|DURATION",
+    help="Skip secrets a run started at or after this rotated successfully (UTC ISO time, or a "
+    "duration ago such as 15m): repeating a mass rotation starts nothing twice.",
+)
+def rotate_all_command(
+    pattern: str, yes: bool, wait: bool, timeout: float, since: str | None
+) -> None:
     """Rotate every scheduled secret containing PATTERN (or matching it as a glob).
 
     Lists the matching secrets and asks before starting; secrets already being rotated keep
-    their active run.
+    their active run, and with --since those a run started since then rotated are skipped
+    (so repeating the command, or following it again with --wait, starts nothing twice). Then
+    shows the runs' progress: counts by state (pending, running, succeeded, needs_attention,
+    failed) and an ETA. --wait follows them to the end: exit 0 when every run succeeded, 1
+    otherwise, listing the runs that did not. Breach response: docs/operations.md.
 
     \b
     Examples:
       keyturn rotate-all api_key            # every secret whose name contains api_key
       keyturn rotate-all 'prod/*' --yes
+      keyturn rotate-all '*' --yes --wait   # after a breach
+      keyturn rotate-all '*' --yes --wait --since 2026-05-04T09:00:00Z   # again: joins it
     """
     console = make_console()
     with open_runtime() as runtime:
+        started_at = runtime.clock()
+        skip_after = _since(since, started_at) if since else None
         names = matching_secrets(runtime, pattern)
         if not names:
             click.echo(
@@ -106,9 +138,38 @@ def rotate_all_command(pattern: str, yes: bool) -> None:
             console.print(f"  {escape(name)}")
         if not yes:
             click.confirm(f"Rotate {len(names)} secrets now?", abort=True)
-        answer = tasks.request("rotate_all", {"pattern": pattern}, runtime.clock())
-    for run in answer["runs"]:
-        _started(console, run)
+        done = succeeded_since(runtime, names, skip_after) if skip_after else {}
+        run_ids = list(done.values())
+        for name in names:
+            if name in done:
+                console.print(f"{escape(name)} was rotated since then: run {done[name]}; skipped")
+        args = {"pattern": pattern, "skip": sorted(done)}
+        for run in tasks.request("rotate_all", args, runtime.clock())["runs"]:
+            _started(console, run)
+            run_ids.append(int(run["run_id"]))
+        again = (
+            f"`keyturn rotate-all {shlex.quote(pattern)} --yes --wait "
+            f"--since {(skip_after or started_at):%Y-%m-%dT%H:%M:%SZ}` (it starts nothing twice)"
+        )
+        status = follow_runs(runtime, console, run_ids, timeout=timeout, wait=wait, again=again)
+        if wait:
+            sys.exit(status)
+
+
+def _since(value: str, now: datetime) -> datetime:
+    """``--since``: a UTC ISO time, or a duration before ``now``."""
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a time (2026-05-04T09:00:00Z) nor a duration (15m)",
+            param_hint="--since",
+        ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 @click.command("rollback", cls=OpsCommand)

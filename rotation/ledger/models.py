@@ -168,7 +168,7 @@ class RunEvent(Base):
     step: Mapped[str] = mapped_column(String(32))
     from_state: Mapped[str] = mapped_column(String(32))
     to_state: Mapped[str] = mapped_column(String(32))
-    #: ok | wait | retry | failed | rollback | skipped
+    #: ok | wait | retry | throttled | failed | rollback | skipped
     outcome: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(String(200))

@@ -187,7 +187,10 @@ def _act(
         t = rotate_now(runtime, str(args["secret"]), actor=principal, trigger=trigger)
         return Handled({"runs": [_triggered(t)]}, [(t.run_id, t.state)] if t.created else [])
     if action == "rotate_all":
-        started = rotate_all(runtime, str(args["pattern"]), actor=principal, trigger=trigger)
+        skip = [str(name) for name in args.get("skip") or ()]
+        started = rotate_all(
+            runtime, str(args["pattern"]), actor=principal, trigger=trigger, skip=skip
+        )
         return Handled(
             {"runs": [_triggered(t) for t in started]},
             [(t.run_id, t.state) for t in started if t.created],

@@ -3,7 +3,16 @@ scripts) use these with ``send_task``; ``worker/tasks.py`` defines them."""
 
 from __future__ import annotations
 
-__all__ = ["ADVANCE", "DISPATCH_DUE", "MANUAL", "RESOLVE", "ROLLBACK", "ROTATE_ALL", "ROTATE_NOW"]
+__all__ = [
+    "ADVANCE",
+    "DISPATCH_DUE",
+    "MANUAL",
+    "MASS_PRIORITY",
+    "RESOLVE",
+    "ROLLBACK",
+    "ROTATE_ALL",
+    "ROTATE_NOW",
+]
 
 #: One dispatcher tick (beat sends it every ``KEYTURN_TICK_SECONDS``).
 DISPATCH_DUE = "keyturn.dispatch_due"
@@ -21,3 +30,7 @@ ROLLBACK = "keyturn.rollback"
 RESOLVE = "keyturn.resolve"
 #: Each manual action (rotation/ops/manual.py) and the task that serves it.
 MANUAL = {"rotate": ROTATE_NOW, "rotate_all": ROTATE_ALL, "rollback": ROLLBACK, "resolve": RESOLVE}
+#: The message priority of a mass rotation's steps (``rotate-all``; Redis serves 0 first, 9
+#: last): scheduled rotations (priority 0) keep running beside it instead of queueing behind
+#: it. Each ``advance`` passes its own priority on to the run's next step.
+MASS_PRIORITY = 6

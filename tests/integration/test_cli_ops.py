@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from rotation.access.requests import generate_key_pair
 from rotation.cli import main, tasks
@@ -312,6 +312,31 @@ def test_rotate_unknown_secret_and_rotate_all(env: Env, sent: list[tuple[int, st
     assert result.exit_code == 0, result.output
     assert {state for _, state in sent} == {"pending"} and len(sent) == 2
     assert cli("rotate-all", "nothing-matches", "--yes").exit_code == 3
+
+
+def test_rotate_all_again_starts_nothing_twice_and_wait_lists_what_did_not_succeed(
+    env: Env, sent: list[tuple[int, str]]
+) -> None:
+    first = cli("rotate-all", "svc/", "--yes")
+    assert first.exit_code == 0, first.output
+    assert "pending 2, running 0, succeeded 0" in first.output
+    assert "--since" in first.output  # how to follow it again without starting anything twice
+    runs = {run.secret: run for run in map(env.run, (run_id for run_id, _ in sent))}
+    assert env.drive(runs["svc/fast"].id).state == "succeeded"
+    env.drive(runs["svc/slow"].id)  # waits in its retire grace (1h)
+
+    again = cli("rotate-all", "svc/", "--yes", "--since", "1h", "--wait", "--timeout", "1")
+    assert "svc/fast was rotated since then" in again.output
+    assert "svc/slow is already being rotated" in again.output
+    assert len(sent) == 2  # nothing started twice
+    with env.runtime.ledger.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 2
+    assert again.exit_code == 1  # one run still open after the timeout: listed
+    assert "1 of 2 runs did not succeed" in again.output
+    assert f"run {runs['svc/slow'].id}  svc/slow  restarted" in again.output
+
+    bad = cli("rotate-all", "svc/", "--yes", "--since", "yesterday-ish")
+    assert bad.exit_code == 2 and "--since" in bad.output
 
 
 def test_rotate_wait_follows_a_real_worker(env: Env, tmp_path: Path) -> None:
