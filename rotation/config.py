@@ -32,6 +32,7 @@ __all__ = [
     "FlowerSettings",
     "Quota",
     "RequestClass",
+    "RequestSettings",
     "Settings",
     "StepLimits",
     "backend_quota",
@@ -133,6 +134,9 @@ class EngineSettings:
     lease: timedelta = timedelta(seconds=300)
     #: Re-enqueue a run whose message went missing after this (``KEYTURN_REDELIVER_SECONDS``).
     redeliver: timedelta = timedelta(seconds=60)
+    #: Where workers put the answers of manual requests and the CLI reads them
+    #: (``KEYTURN_RESULT_BACKEND``; default: the broker when it is Redis, else none).
+    result_backend: str | None = None
     #: Rotations a day before ``keyturn plan`` flags the day (``KEYTURN_DAILY_BUDGET``).
     daily_budget: int = DEFAULT_DAILY_BUDGET
     #: How long a policy or scheduled secret must stay absent before it is removed
@@ -150,8 +154,13 @@ class EngineSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineSettings:
         env = _env(environ)
+        broker_url = (env.get("KEYTURN_BROKER_URL") or "").strip() or DEFAULT_BROKER_URL
+        result_backend = (env.get("KEYTURN_RESULT_BACKEND") or "").strip() or (
+            broker_url if broker_url.startswith(("redis://", "rediss://")) else None
+        )
         return cls(
-            broker_url=(env.get("KEYTURN_BROKER_URL") or "").strip() or DEFAULT_BROKER_URL,
+            broker_url=broker_url,
+            result_backend=result_backend,
             queue=(env.get("KEYTURN_QUEUE") or "").strip() or "keyturn",
             tick=env_seconds("KEYTURN_TICK_SECONDS", 5.0, environ=env, minimum=0.5),
             lease=env_seconds("KEYTURN_LEASE_SECONDS", 300.0, environ=env, minimum=1.0),
@@ -339,4 +348,38 @@ class FlowerSettings:
             oauth=bool((env.get("FLOWER_AUTH") or "").strip()),
             unauthenticated_api=(env.get("FLOWER_UNAUTHENTICATED_API") or "").strip().lower()
             not in ("", "0", "false", "no"),
+        )
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    """Who may send manual requests to the workers, and how (docs/audit-and-roles.md,
+    "Trust boundaries")."""
+
+    #: The workers' keyring: a directory of ``<principal>.pub`` PEM files
+    #: (``KEYTURN_OPERATOR_KEYS``); None: only unsigned requests, acting as ``api_principal``.
+    operator_keys: str | None = None
+    #: The operator's private key, a PEM file only its owner reads (``KEYTURN_OPERATOR_KEY``).
+    operator_key: str | None = None
+    #: Who an unsigned request (a bare Flower or ``celery call``) acts as
+    #: (``KEYTURN_API_PRINCIPAL``).
+    api_principal: str = "api"
+    #: How long a signed request stays valid, by the ledger's clock
+    #: (``KEYTURN_REQUEST_TTL_SECONDS``).
+    ttl: timedelta = timedelta(seconds=300)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RequestSettings:
+        env = _env(environ)
+        principal = (env.get("KEYTURN_API_PRINCIPAL") or "").strip() or "api"
+        if len(principal) > 200 or any(ord(c) < 32 for c in principal):
+            raise ConfigurationError(
+                "KEYTURN_API_PRINCIPAL must be a principal name (at most 200 printable "
+                f"characters), not {principal[:40]!r}."
+            )
+        return cls(
+            operator_keys=(env.get("KEYTURN_OPERATOR_KEYS") or "").strip() or None,
+            operator_key=(env.get("KEYTURN_OPERATOR_KEY") or "").strip() or None,
+            api_principal=principal,
+            ttl=env_seconds("KEYTURN_REQUEST_TTL_SECONDS", 300.0, environ=env, minimum=5.0),
         )

@@ -18,7 +18,8 @@ a failed step only when it is set, within the run's attempts.
     ├── UnsupportedOperation        the backend cannot do this (see ``capabilities``)
     ├── PermissionDenied            the backend refuses the credentials in use          [retryable]
     │   ├── SecretDisabled          Azure: the secret's current version is disabled
-    │   └── RoleDenied              Keyturn's role bindings refuse the acting principal
+    │   ├── RoleDenied              Keyturn's role bindings refuse the acting principal
+    │   └── RequestRefused          a manual request's proof of who sent it does not hold
     ├── BackendError                the backend answered, but not with success          [retryable]
     │   ├── AuthenticationFailed    credentials missing, expired or refused             [retryable]
     │   ├── BackendUnavailable      unreachable, timing out, or throttling past retries [retryable]
@@ -59,6 +60,7 @@ __all__ = [
     "PolicyConflictError",
     "PolicyError",
     "PolicyFileError",
+    "RequestRefused",
     "RoleDenied",
     "RotationError",
     "SecretDisabled",
@@ -201,6 +203,19 @@ class RoleDenied(PermissionDenied):
         self.principal = principal
         self.needed = needed
         self.action = action
+
+
+class RequestRefused(PermissionDenied):
+    """A manual request was refused: unsigned where a signature is needed, signed by a key that
+    is not the claimed principal's, expired, or replayed."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, claimed: str, reason: str) -> None:
+        super().__init__(message)
+        #: Who the request said it came from (not verified), and why it was refused.
+        self.claimed = claimed
+        self.reason = reason
 
 
 class BackendError(KeyturnError):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 from rich.console import Console
@@ -14,22 +14,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rotation.cli import tasks
-from rotation.cli.common import (
-    OpsCommand,
-    cli_actor,
-    fmt_time,
-    make_console,
-    open_runtime,
-)
+from rotation.cli.common import OpsCommand, fmt_time, make_console, open_runtime
 from rotation.cli.progress import follow_runs, succeeded_since
 from rotation.durations import format_duration, parse_duration
 from rotation.ledger.models import Run, RunEvent
-from rotation.ops.operations import get_run, matching_secrets, rollback_secret, run_events
+from rotation.names import validate_name
+from rotation.ops.operations import get_run, matching_secrets, run_events
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
 from rotation.run.steps import FAILED_RETRY_DELAY
-from rotation.scheduler.tasks import MASS_PRIORITY
-from rotation.scheduler.triggers import Triggered, rotate_now
 
 #: Steps a run takes from pending to succeeded.
 TOTAL_STEPS = len(NEXT_STATE)
@@ -41,7 +34,6 @@ OUTCOME_STYLE = {
     "throttled": "yellow",
     "failed": "red",
 }
-_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]*@")
 
 
 def steps_done(state: str) -> int:
@@ -52,30 +44,13 @@ def steps_done(state: str) -> int:
         return 0
 
 
-def _send(console: Console, triggered: Triggered, priority: int | None = None) -> None:
-    send_to_workers(console, triggered.run_id, triggered.state, priority)
-
-
-def send_to_workers(console: Console, run_id: int, state: str, priority: int | None = None) -> None:
-    """Enqueue the run's next step; a broker outage only delays it until the dispatcher."""
-    try:
-        tasks.send_advance(run_id, state, priority)
-    except Exception as exc:  # kombu/redis errors vary; none of them carries a value
-        reason = _URL_CREDENTIALS.sub(r"\1", f"{type(exc).__name__}: {exc}".splitlines()[0])
-        console.print(
-            f"[yellow]could not send the run to the workers ({escape(reason)}); the dispatcher "
-            "will pick it up within KEYTURN_REDELIVER_SECONDS once beat and a worker run[/]"
-        )
-
-
-def _started(console: Console, triggered: Triggered, priority: int | None = None) -> None:
-    name = escape(triggered.secret)
-    if triggered.created:
-        console.print(f"started run {triggered.run_id} for {name} ({triggered.state})")
-        _send(console, triggered, priority)
+def _started(console: Console, run: dict[str, Any]) -> None:
+    name = escape(str(run["secret"]))
+    if run["created"]:
+        console.print(f"started run {run['run_id']} for {name} ({run['state']})")
     else:
         console.print(
-            f"{name} is already being rotated: run {triggered.run_id} ({triggered.state}); "
+            f"{name} is already being rotated: run {run['run_id']} ({run['state']}); "
             "not starting another"
         )
 
@@ -102,12 +77,14 @@ def rotate_command(name: str, wait: bool, timeout: float) -> None:
       keyturn rotate api_key_ncbi
       keyturn rotate db_credentials --wait --timeout 900
     """
+    validate_name(name)
     console = make_console()
     with open_runtime() as runtime:
-        triggered = rotate_now(runtime, name, actor=cli_actor(), trigger="manual")
-        _started(console, triggered)
+        answer = tasks.request("rotate", {"secret": name}, runtime.clock())
+        (run,) = answer["runs"]
+        _started(console, run)
         if wait:
-            sys.exit(follow(runtime, console, triggered.run_id, timeout))
+            sys.exit(follow(runtime, console, int(run["run_id"]), timeout))
 
 
 @click.command("rotate-all", cls=OpsCommand)
@@ -161,16 +138,15 @@ def rotate_all_command(
             console.print(f"  {escape(name)}")
         if not yes:
             click.confirm(f"Rotate {len(names)} secrets now?", abort=True)
-        actor = cli_actor()
         done = succeeded_since(runtime, names, skip_after) if skip_after else {}
         run_ids = list(done.values())
         for name in names:
             if name in done:
                 console.print(f"{escape(name)} was rotated since then: run {done[name]}; skipped")
-                continue
-            triggered = rotate_now(runtime, name, actor=actor, trigger="manual")
-            _started(console, triggered, MASS_PRIORITY)
-            run_ids.append(triggered.run_id)
+        args = {"pattern": pattern, "skip": sorted(done)}
+        for run in tasks.request("rotate_all", args, runtime.clock())["runs"]:
+            _started(console, run)
+            run_ids.append(int(run["run_id"]))
         again = (
             f"`keyturn rotate-all {shlex.quote(pattern)} --yes --wait "
             f"--since {(skip_after or started_at):%Y-%m-%dT%H:%M:%SZ}` (it starts nothing twice)"
@@ -219,21 +195,21 @@ def rollback_command(name: str, retry_after: str) -> None:
       keyturn rollback db_credentials
       keyturn rollback api_key_ncbi --retry-after 7d   # hold the next try for a week
     """
+    validate_name(name)
     try:
         delay = parse_duration(retry_after)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retry-after") from None
     console = make_console()
+    args = {"secret": name, "retry_after_seconds": delay.total_seconds()}
     with open_runtime() as runtime:
-        done = rollback_secret(runtime, name, cli_actor(), retry_after=delay)
+        (done,) = tasks.request("rollback", args, runtime.clock())["runs"]
     console.print(
-        f"rolling back {escape(name)}: run {done.run_id} ({done.from_state} -> {done.state}); "
-        f"{escape(done.note)}; it ends failed and the schedule tries {escape(name)} again "
-        f"{escape(retry_after)} later (pause its policy to hold it longer); follow it with "
-        f"`keyturn history {escape(name)}`"
+        f"rolling back {escape(name)}: run {done['run_id']} ({done['from_state']} -> "
+        f"{done['state']}); {escape(str(done['note']))}; it ends failed and the schedule tries "
+        f"{escape(name)} again {escape(retry_after)} later (pause its policy to hold it "
+        f"longer); follow it with `keyturn history {escape(name)}`"
     )
-    if done.enqueue:
-        send_to_workers(console, done.run_id, done.state)
 
 
 # --- following a run ---------------------------------------------------------------------------

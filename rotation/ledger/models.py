@@ -209,3 +209,19 @@ class AuditRecord(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- manual requests (rotation/access/requests.py) ----------------------------------------------
+
+
+class RequestNonce(Base):
+    """A signed manual request already used: a second use of its nonce is a replay."""
+
+    __tablename__ = "request_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    used_at: Mapped[datetime]
+    #: After this the request is refused as expired anyway: the row may be pruned.
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -114,7 +114,7 @@ def rotate_everything(
         began = setup.clock()
         first = subprocess.Popen(
             [*KEYTURN, "rotate-all", "mass/", "--yes", "--wait", "--timeout", str(timeout)],
-            env=cluster.env,
+            env=cluster.operator_env("ops"),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -133,7 +133,7 @@ def rotate_everything(
             since = f"{began:%Y-%m-%dT%H:%M:%SZ}"
             second = subprocess.run(
                 [*KEYTURN, "rotate-all", "mass/", "--yes", "--since", since],
-                env=cluster.env,
+                env=cluster.operator_env("ops"),
                 capture_output=True,
                 text=True,
                 timeout=120,
