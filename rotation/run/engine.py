@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,13 +40,13 @@ from sqlalchemy import (
     Row,
     bindparam,
     func,
-    literal,
     or_,
     select,
     text,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.expression import Executable
 
@@ -150,13 +151,11 @@ class StepLease:
 
     def held(self) -> bool:
         """Whether the ledger still says this lease is ours and live (database time)."""
-        found = self._engine.execute_one(
-            select(Run.id).where(
-                Run.id == self.run_id,
-                Run.lease_owner == self.owner,
-                Run.lease_expires_at > self._engine.now_sql(),
-            )
-        )
+        engine = self._engine
+        params: dict[str, object] = {"run_id": self.run_id, "owner": self.owner}
+        if not engine.sql_clock:
+            params["at"] = engine.runtime.clock()
+        found = engine.execute_one(_held_statement(engine.sql_clock), params)
         return found is not None
 
     def renew(self) -> bool:
@@ -210,6 +209,7 @@ class Engine:
             else ledger.engine
         )
         self._anchor: tuple[datetime, float] | None = None
+        self._local = threading.local()  # the connection of the step this thread runs
 
     # --- the database's time, and single statements ------------------------------------------
 
@@ -226,20 +226,23 @@ class Engine:
             self._anchor = (now, time.monotonic())
         return now
 
-    def now_sql(self) -> ColumnElement[datetime]:
-        """The runtime's clock as a SQL expression (Postgres' ``clock_timestamp()`` when the
-        runtime uses the database's clock: no separate read)."""
-        if self._sql_clock:
-            return func.clock_timestamp(type_=UTCDateTime())
-        return literal(self.runtime.clock(), UTCDateTime())
+    @property
+    def sql_clock(self) -> bool:
+        """Whether statements read the database's clock themselves (``clock_timestamp()``)."""
+        return self._sql_clock
 
     def execute_one(
         self, statement: Executable, params: dict[str, object] | None = None
     ) -> Row[Any] | None:
         """Run one statement in a transaction of its own (Postgres: autocommit, no BEGIN or
         COMMIT round trip); its first row."""
+        held: Connection | None = getattr(self._local, "conn", None)
+        if held is not None and not held.invalidated:
+            row: Row[Any] | None = held.execute(statement, params or {}).first()
+            held.commit()
+            return row
         with self._single.connect() as conn:
-            row: Row[Any] | None = conn.execute(statement, params or {}).first()
+            row = conn.execute(statement, params or {}).first()
             conn.commit()
         return row
 
@@ -264,59 +267,22 @@ class Engine:
         """Take the lease of an open run that is not leased and not waiting, counting an
         attempt of its current step: one compare-and-set ``UPDATE`` that returns the run, the
         database's time it used, and what the step needs of its policy and schedule."""
-        if at is None and self._sql_clock:
-            now: ColumnElement[datetime] = (
-                select(func.clock_timestamp(type_=UTCDateTime()).label("now")).cte("t").c.now
-            )
-        else:
-            now = literal(at if at is not None else self.runtime.clock(), UTCDateTime())
-        conditions = [
-            Run.id == run_id,
-            Run.state.not_in([s.value for s in FINAL_STATES]),
-            or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
-            or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= now),
-        ]
+        sql_clock = at is None and self._sql_clock
+        params: dict[str, object] = {"run_id": run_id, "owner": owner, "lease": self.lease}
+        if not sql_clock:
+            params["at"] = at if at is not None else self.runtime.clock()
         if expected is not None:
-            conditions.append(Run.state == expected.value)
-        policy = select(PolicyRow.spec_hash, PolicyRow.removed_at).where(
-            PolicyRow.name == Run.policy_name
-        )
-        schedule_removed = (
-            select(Schedule.removed_at)
-            .where(Schedule.secret == Run.secret, Schedule.policy_name == Run.policy_name)
-            .correlate(Run)
-            .scalar_subquery()
-        )
-        statement = (
-            update(Run)
-            .where(*conditions)
-            .values(
-                lease_owner=owner,
-                lease_expires_at=now + literal(self.lease, Interval()),
-                attempt=Run.attempt + 1,
-                updated_at=now,
-            )
-            .returning(
-                *Run.__table__.c,
-                now.label("lease_now"),
-                policy.with_only_columns(PolicyRow.spec_hash)
-                .correlate(Run)
-                .scalar_subquery()
-                .label("policy_hash"),
-                policy.with_only_columns(PolicyRow.removed_at)
-                .correlate(Run)
-                .scalar_subquery()
-                .label("policy_removed_at"),
-                schedule_removed.label("schedule_removed_at"),
-            )
-        )
-        row = self.execute_one(statement)
+            params["expected"] = expected.value
+        statement = _take_statement(sql_clock, expected is not None)
+        row = self.execute_one(statement, params)
         if row is None:
             return None
         values = row._mapping
         if self._sql_clock:
             self._anchor = (values["lease_now"], time.monotonic())
-        run = Run(**{column.key: values[column.key] for column in Run.__table__.c})
+        # a detached Run holding what the step uses, built without the ORM's attribute events
+        run = Run.__mapper__.class_manager.new_instance()
+        run.__dict__.update({column.key: values[column.key] for column in _TAKEN_COLUMNS})
         return _Taken(
             run,
             values["lease_now"],
@@ -340,6 +306,19 @@ class Engine:
 
     def advance(self, run_id: int, expected: RunState | str | None = None) -> Advance:
         """Run the next step of ``run_id`` if this worker can take its lease."""
+        if not self._fused:
+            return self._advance(run_id, expected)
+        # Postgres: the step's statements share one pooled connection (checked, and pinged,
+        # once); each statement still commits on its own (autocommit), so no transaction or
+        # lock stays open during the step's external action
+        with self._single.connect() as conn:
+            self._local.conn = conn
+            try:
+                return self._advance(run_id, expected)
+            finally:
+                self._local.conn = None
+
+    def _advance(self, run_id: int, expected: RunState | str | None) -> Advance:
         expected_state = RunState(expected) if expected is not None else None
         started = time.monotonic()
         owner = self._new_owner()
@@ -1201,6 +1180,88 @@ class _Reschedule:
 
 
 _RUN_COLUMNS = Run.__table__.c
+#: What a step and its commit read of the run (the lease take returns only these).
+_TAKEN_COLUMNS = tuple(
+    _RUN_COLUMNS[name]
+    for name in (
+        "id",
+        "secret",
+        "policy_name",
+        "provider",
+        "actor",
+        "state",
+        "attempt",
+        "max_attempts",
+        "token",
+        "from_version",
+        "to_version",
+        "state_entered_at",
+        "last_error",
+        "step_data",
+    )
+)
+
+
+def _now_column(sql_clock: bool) -> ColumnElement[datetime]:
+    """The time a statement compares with: Postgres' ``clock_timestamp()`` read once (a CTE
+    ``t``), or the parameter ``at`` (a runtime with a clock of its own; SQLite)."""
+    if sql_clock:
+        return select(func.clock_timestamp(type_=UTCDateTime()).label("now")).cte("t").c.now
+    return bindparam("at", type_=UTCDateTime())
+
+
+@functools.lru_cache(maxsize=4)
+def _take_statement(sql_clock: bool, expected: bool) -> Executable:
+    """The lease's compare-and-set ``UPDATE`` (built once: parameters ``run_id``, ``owner``,
+    ``lease``, ``expected``, ``at``), returning the run, the time it used, its policy's spec
+    hash and removal, and its schedule's removal."""
+    now = _now_column(sql_clock)
+    conditions = [
+        Run.id == bindparam("run_id"),
+        Run.state.not_in([s.value for s in FINAL_STATES]),
+        or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+        or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= now),
+    ]
+    if expected:
+        conditions.append(Run.state == bindparam("expected"))
+
+    def policy(column: InstrumentedAttribute[Any]) -> ColumnElement[Any]:
+        found = select(column).where(PolicyRow.name == Run.policy_name)
+        return found.correlate(Run).scalar_subquery()
+
+    schedule_removed = (
+        select(Schedule.removed_at)
+        .where(Schedule.secret == Run.secret, Schedule.policy_name == Run.policy_name)
+        .correlate(Run)
+        .scalar_subquery()
+    )
+    return (
+        update(Run)
+        .where(*conditions)
+        .values(
+            lease_owner=bindparam("owner"),
+            lease_expires_at=now + bindparam("lease", type_=Interval()),
+            attempt=Run.attempt + 1,
+            updated_at=now,
+        )
+        .returning(
+            *_TAKEN_COLUMNS,
+            now.label("lease_now"),
+            policy(PolicyRow.spec_hash).label("policy_hash"),
+            policy(PolicyRow.removed_at).label("policy_removed_at"),
+            schedule_removed.label("schedule_removed_at"),
+        )
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _held_statement(sql_clock: bool) -> Executable:
+    """Whether lease ``owner`` of run ``run_id`` is live (built once)."""
+    return select(Run.id).where(
+        Run.id == bindparam("run_id"),
+        Run.lease_owner == bindparam("owner"),
+        Run.lease_expires_at > _now_column(sql_clock),
+    )
 
 
 @functools.lru_cache(maxsize=64)
