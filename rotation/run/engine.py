@@ -238,8 +238,8 @@ class Engine:
         COMMIT round trip); its first row."""
         held: Connection | None = getattr(self._local, "conn", None)
         if held is not None and not held.invalidated:
+            # autocommit: the server committed the statement already; no COMMIT to send
             row: Row[Any] | None = held.execute(statement, params or {}).first()
-            held.commit()
             return row
         with self._single.connect() as conn:
             row = conn.execute(statement, params or {}).first()
