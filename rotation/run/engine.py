@@ -268,9 +268,12 @@ class Engine:
         attempt of its current step: one compare-and-set ``UPDATE`` that returns the run, the
         database's time it used, and what the step needs of its policy and schedule."""
         sql_clock = at is None and self._sql_clock
-        params: dict[str, object] = {"run_id": run_id, "owner": owner, "lease": self.lease}
-        if not sql_clock:
-            params["at"] = at if at is not None else self.runtime.clock()
+        params: dict[str, object] = {"run_id": run_id, "owner": owner}
+        if sql_clock:
+            params["lease"] = self.lease
+        else:
+            now = at if at is not None else self.runtime.clock()
+            params.update(at=now, expires=now + self.lease)
         if expected is not None:
             params["expected"] = expected.value
         statement = _take_statement(sql_clock, expected is not None)
@@ -1240,7 +1243,9 @@ def _take_statement(sql_clock: bool, expected: bool) -> Executable:
         .where(*conditions)
         .values(
             lease_owner=bindparam("owner"),
-            lease_expires_at=now + bindparam("lease", type_=Interval()),
+            lease_expires_at=now + bindparam("lease", type_=Interval())
+            if sql_clock
+            else bindparam("expires", type_=UTCDateTime()),
             attempt=Run.attempt + 1,
             updated_at=now,
         )
