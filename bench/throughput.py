@@ -289,8 +289,9 @@ class Floor(Side):
         self.add_policy(name, f"{prefix}*")
         counter = self.counter
         s0, t0 = counter.statements, counter.transactions
+        enqueued = self.dispatcher.tick().enqueue  # the tick is not the rotations' cost
         counter.active = True
-        drain(self.engine, self.dispatcher.tick().enqueue)
+        drain(self.engine, enqueued)
         counter.active = False
         self.tally.statements += counter.statements - s0
         self.tally.transactions += counter.transactions - t0
