@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -507,13 +507,30 @@ class Dispatcher:
     # --- 3. crash recovery ---------------------------------------------------------------
 
     def recover_stalled(self, now: datetime, report: TickReport | None = None) -> list[int]:
-        """Re-enqueue open runs that are ready, unleased, and not enqueued recently."""
+        """Re-enqueue open runs that are ready, unleased, and not enqueued recently.
+
+        The queue is first in, first out: while workers are taking steps (a lease taken or a
+        step committed within the redelivery window), a message sent after the newest one a
+        worker took is still queued behind it, not lost, and is not sent again. Without that,
+        a mass rotation whose queue is deeper than the window would get every queued run sent
+        twice per window, and the duplicates would crowd out the work."""
         cutoff = now - self.redeliver_after
+        stale = (Run.enqueued_at.is_(None)) | (Run.enqueued_at < cutoff)
+        with self.runtime.ledger.sessions() as session:
+            consumed, active = session.execute(
+                select(func.max(Run.taken_enqueued_at), func.max(Run.updated_at)).where(
+                    text(_OPEN_STATES_SQL)
+                )
+            ).one()
+        if consumed is not None and active is not None and active >= cutoff:
+            stale = (Run.enqueued_at.is_(None)) | (
+                (Run.enqueued_at < cutoff) & (Run.enqueued_at <= consumed)
+            )
         ready = (
             text(_OPEN_STATES_SQL),
             (Run.next_attempt_at.is_(None)) | (Run.next_attempt_at <= now),
             (Run.lease_expires_at.is_(None)) | (Run.lease_expires_at < now),
-            (Run.enqueued_at.is_(None)) | (Run.enqueued_at < cutoff),
+            stale,
         )
         with self.runtime.ledger.transaction() as session:
             candidates = select(Run.id).where(*ready).limit(self.batch)
