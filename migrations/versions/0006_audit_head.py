@@ -1,5 +1,4 @@
-"""audit chain head: one row holding the last record's seq and hash (one-statement appends);
-runs.taken_enqueued_at: how far the queue has been consumed (the dispatcher's recovery)
+"""audit chain head: one row holding the last record's seq and hash (one-statement appends)
 
 Revision ID: 0006_audit_head
 Revises: 0005_expiry
@@ -12,8 +11,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import rotation.ledger.models
-
 revision: str = "0006_audit_head"
 down_revision: str | None = "0005_expiry"
 branch_labels: str | Sequence[str] | None = None
@@ -24,14 +21,6 @@ LAST = "ORDER BY seq DESC LIMIT 1"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.add_column(
-            sa.Column(
-                "taken_enqueued_at",
-                rotation.ledger.models.UTCDateTime(timezone=True),
-                nullable=True,
-            )
-        )
     op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -54,5 +43,3 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("audit_head")
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_column("taken_enqueued_at")

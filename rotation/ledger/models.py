@@ -145,9 +145,6 @@ class Run(Base):
     next_attempt_at: Mapped[datetime | None]
     #: When a message was last sent for this run (the dispatcher's recovery uses it).
     enqueued_at: Mapped[datetime | None]
-    #: The ``enqueued_at`` of the last message a worker took this run's lease for: the
-    #: newest of these over open runs tells how far the (FIFO) queue has been consumed.
-    taken_enqueued_at: Mapped[datetime | None]
     from_version: Mapped[str | None] = mapped_column(String(200))
     to_version: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]

@@ -1248,7 +1248,6 @@ def _take_statement(sql_clock: bool, expected: bool) -> Executable:
             else bindparam("expires", type_=UTCDateTime()),
             attempt=Run.attempt + 1,
             updated_at=now,
-            taken_enqueued_at=Run.enqueued_at,  # how far the queue was consumed
         )
         .returning(
             *_TAKEN_COLUMNS,

@@ -501,27 +501,24 @@ def test_embedded_sqlite_ledger_rotates_with_the_database_clock(tmp_path: Path) 
     assert backend.read("api_key_ncbi").value != "initial"
 
 
-def test_recovery_resends_a_lost_message_but_not_ones_queued_behind_the_work(
-    ledger_url, clock, schedules
-) -> None:
-    """The queue is FIFO: while workers take steps, a message sent after the newest one taken
-    is still queued (a mass rotation's backlog), so recovery leaves it; one sent before it was
-    lost and is sent again; once nothing moves, every stale run is sent again."""
+def test_recovery_trickles_while_workers_move_runs(ledger_url, clock, schedules) -> None:
+    """A stale run is sent again oldest first; while workers are moving runs (a backlog
+    draining) only ``busy_batch`` per tick, so duplicates cannot crowd out the work; once
+    nothing moves, the rest."""
     backend = MemoryProvider()
     for name in ("a", "b", "c", "d"):
         backend.write(f"api_key_{name}", "initial")
-    runtime, engine, dispatcher = make(ledger_url, backend, clock, schedules)
-    started = {rid for rid, _ in dispatcher.tick().enqueue}
-    assert len(started) == 4
+    runtime, engine, _ = make(ledger_url, backend, clock, schedules)
+    dispatcher = Dispatcher(runtime, schedules, busy_batch=2)
+    assert len(dispatcher.tick().enqueue) == 4
     with runtime.ledger.transaction() as session:
-        runs = {r.secret[-1]: r.id for r in session.scalars(select(Run))}
-        for offset, name in enumerate("abcd"):  # sent 10 s apart, in this order
-            session.get(Run, runs[name]).enqueued_at = START + timedelta(seconds=10 * offset)  # type: ignore[union-attr]
-    clock.now = START + timedelta(seconds=40)
-    assert engine.advance(runs["c"], "pending").executed  # the message sent at +20 s is taken
-    clock.now = START + timedelta(seconds=95)  # a, b, c stale (sent before +35 s)
-    recovered = dispatcher.recover_stalled(clock.now)
-    # a (+0 s) and b (+10 s) were sent before c's message: lost; d (+30 s) is queued behind
-    assert sorted(recovered) == sorted([runs["a"], runs["b"]])
+        runs = {r.secret[-1]: r for r in session.scalars(select(Run))}
+        for offset, name in enumerate("dcba"):  # a was sent last
+            runs[name].enqueued_at = START + timedelta(seconds=10 * offset)
+        ids = {name: run.id for name, run in runs.items()}
+    clock.now = START + timedelta(seconds=100)
+    assert engine.advance(ids["a"], "pending").executed  # a worker moves a run
+    clock.now = START + timedelta(seconds=110)  # b, c, d stale (sent 70 s ago and more)
+    assert set(dispatcher.recover_stalled(clock.now)) == {ids["d"], ids["c"]}  # oldest two
     clock.now = START + timedelta(hours=1)  # nothing moved for longer than the window
-    assert runs["d"] in dispatcher.recover_stalled(clock.now)
+    assert ids["b"] in dispatcher.recover_stalled(clock.now)
