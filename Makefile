@@ -6,6 +6,9 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Test processes (pytest-xdist): every test has its own ledger database, queue and throwaway
+# servers, and most of a test's time is spent waiting on workers, so two share 2 cores well.
+TEST_WORKERS ?= 2
 
 .PHONY: run test unit integration faults soak bench lint typecheck services clean
 
@@ -20,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/keyturn run $(ARGS)
 
 test: $(STAMP) services
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit
@@ -29,7 +32,7 @@ integration: $(STAMP) services
 	$(BIN)/python -m pytest -m integration
 
 faults: $(STAMP) services
-	$(BIN)/python -m pytest -m "faults and not soak" tests/faults
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "faults and not soak" tests/faults
 
 soak: $(STAMP) services
 	$(BIN)/python -m pytest -m soak tests/faults

@@ -18,7 +18,8 @@ a failed step only when it is set, within the run's attempts.
     ├── UnsupportedOperation        the backend cannot do this (see ``capabilities``)
     ├── PermissionDenied            the backend refuses the credentials in use          [retryable]
     │   ├── SecretDisabled          Azure: the secret's current version is disabled
-    │   └── RoleDenied              Keyturn's role bindings refuse the acting principal
+    │   ├── RoleDenied              Keyturn's role bindings refuse the acting principal
+    │   └── RequestRefused          a manual request's proof of who sent it does not hold
     ├── BackendError                the backend answered, but not with success          [retryable]
     │   ├── AuthenticationFailed    credentials missing, expired or refused             [retryable]
     │   ├── BackendUnavailable      unreachable, timing out, or throttling past retries [retryable]
@@ -31,7 +32,8 @@ a failed step only when it is set, within the run's attempts.
     │   └── LeaseLost               another worker holds the run now: stop, commit nothing
     ├── NothingToRollBack           no rotation of the secret is between promotion and retirement
     ├── NothingToResolve            no run of the secret needs attention
-    └── AuditWriteFailed            the audit record could not be written: refused      [retryable]
+    ├── AuditWriteFailed            the audit record could not be written: refused      [retryable]
+    └── AnchorWriteFailed           the audit chain's head could not be anchored        [retryable]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "AnchorWriteFailed",
     "AuditWriteFailed",
     "AuthenticationFailed",
     "BackendError",
@@ -57,6 +60,7 @@ __all__ = [
     "PolicyConflictError",
     "PolicyError",
     "PolicyFileError",
+    "RequestRefused",
     "RoleDenied",
     "RotationError",
     "SecretDisabled",
@@ -201,6 +205,19 @@ class RoleDenied(PermissionDenied):
         self.action = action
 
 
+class RequestRefused(PermissionDenied):
+    """A manual request was refused: unsigned where a signature is needed, signed by a key that
+    is not the claimed principal's, expired, or replayed."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, claimed: str, reason: str) -> None:
+        super().__init__(message)
+        #: Who the request said it came from (not verified), and why it was refused.
+        self.claimed = claimed
+        self.reason = reason
+
+
 class BackendError(KeyturnError):
     """The secrets backend refused the request."""
 
@@ -283,5 +300,11 @@ class NothingToRollBack(KeyturnError):
 
 class AuditWriteFailed(KeyturnError):
     """The audit record could not be written, so the operation was refused."""
+
+    retryable = True
+
+
+class AnchorWriteFailed(KeyturnError):
+    """The audit chain's head could not be anchored (the anchor file or its key)."""
 
     retryable = True

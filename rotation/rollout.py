@@ -26,50 +26,21 @@ No value ever crosses the bus: only names, version ids, run ids and consumer ids
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import redis
 
-from rotation.errors import ConfigurationError
+from rotation.config import redis_namespace as namespace
+from rotation.config import redis_url
 
 __all__ = ["Announcement", "RolloutBus", "namespace", "redis_url"]
 
 ACK_TTL_SECONDS = 24 * 3600
 #: How long acknowledgements stay once the engine is done with them (late duplicates land here).
 ACK_RETENTION_SECONDS = 60
-_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
-
-def redis_url(environ: Mapping[str, str] | None = None) -> str:
-    """``KEYTURN_REDIS_URL``, else a Redis ``KEYTURN_BROKER_URL``, else the local default."""
-    env = os.environ if environ is None else environ
-    url = env.get("KEYTURN_REDIS_URL") or ""
-    broker = env.get("KEYTURN_BROKER_URL") or ""
-    if not url and broker.startswith(("redis://", "rediss://")):
-        url = broker
-    return url or "redis://127.0.0.1:6379/0"
-
-
-def namespace(url: str, environ: Mapping[str, str] | None = None) -> str:
-    """``KEYTURN_NAMESPACE``, else ``db<N>`` of the bus's Redis URL (``/N`` or ``?db=N``)."""
-    env = os.environ if environ is None else environ
-    explicit = (env.get("KEYTURN_NAMESPACE") or "").strip()
-    if explicit:
-        if not _NAMESPACE.fullmatch(explicit):
-            raise ConfigurationError(
-                "KEYTURN_NAMESPACE must be 1-63 letters, digits, '_', '.' or '-' (starting with "
-                f"a letter or digit), not {explicit[:70]!r}."
-            )
-        return explicit
-    parsed = urlsplit(url)
-    number = parse_qs(parsed.query).get("db", [parsed.path.strip("/") or "0"])[0]
-    return f"db{int(number)}" if number.isdigit() else "db0"
 
 
 #: Sets a hash field and gives the key a TTL only when it has none (``EXPIRE ... NX`` needs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = [
     "tests.backends.memory",
@@ -23,6 +24,11 @@ pytest_plugins = [
     "tests.backends.external_adapter",
     "tests.backends.every_state",
 ]
+
+# Generated inputs are judged on their outcome, not their speed: on a shared 2-core machine (and
+# with the suite split across processes) one example can take seconds.
+settings.register_profile("keyturn", deadline=None)
+settings.load_profile("keyturn")
 
 #: Every provider the contract suite runs against: (id, fixture name).
 CONTRACT_PROVIDERS = ["memory", "local", "vault", "aws", "azure"]

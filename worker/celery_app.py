@@ -28,7 +28,9 @@ app.conf.update(
     task_serializer="json",
     result_serializer="json",
     task_ignore_result=True,
-    result_backend=None,
+    # manual requests' answers (ids, states, notes; never a value) for the CLI that waits
+    result_backend=SETTINGS.result_backend,
+    result_expires=3600,
     task_default_queue=SETTINGS.queue,
     worker_send_task_events=True,
     task_send_sent_event=True,

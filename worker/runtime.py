@@ -47,6 +47,7 @@ def _build() -> None:
         engine=Engine(
             rt,
             lease=settings.lease,
+            throttled_max=settings.throttled_max,
             pause_hook=_pause_hook(),
         ),
         dispatcher=Dispatcher(

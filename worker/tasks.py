@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from rotation.scheduler.tasks import ADVANCE, DISPATCH_DUE, ROTATE_ALL, ROTATE_NOW
-from rotation.scheduler.triggers import rotate_all as trigger_all
-from rotation.scheduler.triggers import rotate_now as trigger_now
+from rotation.ops.manual import handle
+from rotation.scheduler.tasks import (
+    ADVANCE,
+    DISPATCH_DUE,
+    MASS_PRIORITY,
+    RESOLVE,
+    ROLLBACK,
+    ROTATE_ALL,
+    ROTATE_NOW,
+)
 from worker.celery_app import SETTINGS, app
 from worker.runtime import dispatcher, engine, runtime
 
@@ -17,8 +24,8 @@ from worker.runtime import dispatcher, engine, runtime
 STEP_LIMITS = SETTINGS.limits
 
 
-def _send(run_id: int, state: str) -> None:
-    advance.apply_async((run_id, state))
+def _send(run_id: int, state: str, priority: int | None = None) -> None:
+    advance.apply_async((run_id, state), priority=priority)
 
 
 @app.task(name=DISPATCH_DUE, ignore_result=True)
@@ -40,26 +47,66 @@ def advance(run_id: int, state: str | None = None) -> None:
     """Run the next step of ``run_id`` (if its state is still ``state``), then chain the next."""
     outcome = engine().advance(int(run_id), state)
     if outcome.enqueue and outcome.state is not None:
-        _send(outcome.run_id, outcome.state.value)
+        _send(outcome.run_id, outcome.state.value, advance.request.delivery_info.get("priority"))
+
+
+def _serve(action: str, args: dict[str, Any], signed: object, actor: object) -> dict[str, Any]:
+    claimed = actor if isinstance(actor, str) else None
+    handled = handle(runtime(), action, args, signed=signed, claimed=claimed)
+    # a mass rotation's steps go at a lower priority, so scheduled rotations run beside it
+    priority = MASS_PRIORITY if action == "rotate_all" else None
+    for run_id, state in handled.enqueue:
+        _send(run_id, state, priority)
+    return handled.answer
+
+
+# Manual requests: ``signed`` is the sender's signed envelope (``keyturn`` sends one); without
+# it the request acts as KEYTURN_API_PRINCIPAL, and an ``actor`` naming anyone else is refused.
 
 
 @app.task(name=ROTATE_NOW, ignore_result=False)
-def rotate_now(secret: str, actor: str = "api") -> dict[str, Any]:
+def rotate_now(secret: str, actor: str | None = None, signed: object = None) -> dict[str, Any]:
     """Start a rotation of ``secret`` now; returns the active run's id if one exists."""
-    triggered = trigger_now(runtime(), secret, actor=actor, trigger="api")
-    if triggered.created:
-        _send(triggered.run_id, triggered.state)
-    return {"secret": secret, "run_id": triggered.run_id, "created": triggered.created}
+    return _serve("rotate", {"secret": secret}, signed, actor)
 
 
 @app.task(name=ROTATE_ALL, ignore_result=False)
-def rotate_all(pattern: str, actor: str = "api") -> list[dict[str, Any]]:
-    """``rotate_now`` for every scheduled secret matching ``pattern``."""
-    out = []
-    for triggered in trigger_all(runtime(), pattern, actor=actor, trigger="api"):
-        if triggered.created:
-            _send(triggered.run_id, triggered.state)
-        out.append(
-            {"secret": triggered.secret, "run_id": triggered.run_id, "created": triggered.created}
-        )
-    return out
+def rotate_all(
+    pattern: str,
+    skip: list[str] | None = None,
+    actor: str | None = None,
+    signed: object = None,
+) -> dict[str, Any]:
+    """``rotate_now`` for every scheduled secret matching ``pattern``, except those in ``skip``
+    (``keyturn rotate-all --since``: already rotated)."""
+    return _serve("rotate_all", {"pattern": pattern, "skip": skip}, signed, actor)
+
+
+@app.task(name=ROLLBACK, ignore_result=False)
+def rollback(
+    secret: str,
+    retry_after_seconds: float | None = None,
+    actor: str | None = None,
+    signed: object = None,
+) -> dict[str, Any]:
+    """Roll ``secret``'s promoted run back (see ``keyturn rollback``)."""
+    return _serve(
+        "rollback", {"secret": secret, "retry_after_seconds": retry_after_seconds}, signed, actor
+    )
+
+
+@app.task(name=RESOLVE, ignore_result=False)
+def resolve(
+    secret: str,
+    how: str,
+    retry_after_seconds: float | None = None,
+    actor: str | None = None,
+    signed: object = None,
+) -> dict[str, Any]:
+    """Retry or abandon (``how``) the run of ``secret`` that needs attention."""
+    return _serve(
+        "resolve",
+        {"secret": secret, "how": how, "retry_after_seconds": retry_after_seconds},
+        signed,
+        actor,
+    )

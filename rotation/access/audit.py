@@ -3,7 +3,9 @@
 Every ``SecretsManager`` operation and every run transition appends a record to a sink. The
 ledger sink writes ``audit_records`` rows, hash-chained: each row's ``hash`` is the SHA-256 of
 its canonical fields including ``prev_hash`` (the previous row's hash), and ``seq`` is gapless,
-assigned under a lock, so ``verify`` names any edited, inserted or deleted row.
+assigned under a lock, so ``verify`` names any edited, inserted or deleted row but the newest:
+deleting the last rows leaves a shorter, intact chain, which only an anchor of the head kept
+outside the ledger reveals (:mod:`rotation.access.anchor`).
 
 Sinks: :class:`LedgerAuditSink` (the ledger), :class:`LogAuditSink` (structured log lines,
 logger ``keyturn.audit``), :class:`MemoryAuditSink` (tests). ``sink_from_env`` picks one from
@@ -46,6 +48,7 @@ __all__ = [
     "VerifyReport",
     "append",
     "default_sink",
+    "head",
     "record_denial",
     "record_hash",
     "reset_default_sink",
@@ -519,6 +522,18 @@ def _check(
             "was edited and re-hashed"
         )
     return None
+
+
+def head(session: Session) -> tuple[int, str]:
+    """The newest record's ``seq`` and ``hash`` (0 and the genesis hash: no record yet)."""
+    from sqlalchemy import select
+
+    from rotation.ledger.models import AuditRecord
+
+    last = session.execute(
+        select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
+    ).first()
+    return (last[0], last[1]) if last else (0, GENESIS_HASH)
 
 
 def tail(

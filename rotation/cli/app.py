@@ -53,7 +53,9 @@ def _register() -> None:
     main.add_command(db.db_group)
     main.add_command(run.run_command)
     main.add_command(audit.audit_group)
-    from rotation.cli import plan, resolve, rotate, runs, secrets, status
+    from rotation.cli import keys, plan, resolve, rotate, runs, secrets, status
+
+    main.add_command(keys.keys_group)
 
     main.add_command(status.status_command)
     main.add_command(rotate.rotate_command)

@@ -1,7 +1,9 @@
-"""``keyturn audit tail|verify``: read and check the hash-chained audit trail (never values)."""
+"""``keyturn audit tail|verify|anchor``: read and check the hash-chained audit trail (never
+values), and anchor its head outside the ledger."""
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -12,9 +14,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from rotation.access import audit
+from rotation.access import anchor, audit
 from rotation.access.guard import authorize_audited
 from rotation.access.roles import Permission
+from rotation.config import AnchorSettings
 from rotation.errors import BackendUnavailable, ConfigurationError
 from rotation.ledger.db import Ledger, database_url
 
@@ -116,25 +119,68 @@ def tail_command(
 
 @click.command("verify")
 def verify_command() -> None:
-    """Check the hash chain; exit 1 naming every edited, inserted or deleted record."""
+    """Check the hash chain, then the chain against its signed anchors (KEYTURN_AUDIT_ANCHOR_FILE);
+    exit 1 naming every edited, inserted or deleted record, and newest records deleted since the
+    latest anchor."""
+    settings = AnchorSettings.from_env()
+    anchors = anchor.read_anchors(settings)  # a bad key setting fails before the ledger is read
     with _ledger("audit.verify") as ledger, ledger.sessions() as session:
         report = audit.verify(session)
-    if report.ok:
+        checked = anchor.check(session, anchors, report.head_seq) if anchors else None
+    for problem in report.problems:
+        click.echo(f"TAMPERED {problem}")
+    if checked is not None:
+        for line in checked.problems:
+            click.echo(f"TAMPERED {line}")
+    if report.ok and (checked is None or checked.ok):
         click.echo(
             f"ok: {report.records} records, chain intact; head seq {report.head_seq} "
             f"hash {report.head_hash}"
         )
+        click.echo(_anchor_note(settings, checked))
         return
-    for problem in report.problems:
-        click.echo(f"TAMPERED {problem}")
-    first = report.problems[0]
-    click.echo(
-        f"error: the audit trail was tampered with: {len(report.problems)} broken link(s) in "
-        f"{report.records} records; first at record id={first.id} seq={first.seq} ({first.kind})",
-        err=True,
-    )
+    if not report.ok:
+        first = report.problems[0]
+        click.echo(
+            f"error: the audit trail was tampered with: {len(report.problems)} broken link(s) "
+            f"in {report.records} records; first at record id={first.id} seq={first.seq} "
+            f"({first.kind})",
+            err=True,
+        )
+    if checked is not None and not checked.ok:
+        click.echo(
+            f"error: the audit trail does not match its anchors: {checked.problems[0]}", err=True
+        )
     sys.exit(1)
+
+
+def _anchor_note(settings: AnchorSettings, checked: anchor.AnchorCheck | None) -> str:
+    if settings.file is None:
+        return (
+            "note: no anchors (KEYTURN_AUDIT_ANCHOR_FILE is not set): deleted newest records "
+            "cannot be detected"
+        )
+    if checked is None or checked.latest is None:
+        return f"note: no anchor in {settings.file} yet: deleted newest records cannot be detected"
+    latest = checked.latest
+    return (
+        f"anchors: {checked.anchors} match; latest at {latest.when()} (seq {latest.seq}, "
+        f"by {latest.by})"
+    )
+
+
+@click.command("anchor")
+def anchor_command() -> None:
+    """Append a signed anchor of the chain's head to KEYTURN_AUDIT_ANCHOR_FILE now."""
+    settings = AnchorSettings.from_env()
+    with _ledger("audit.anchor") as ledger:
+        written = anchor.anchor_now(ledger, settings, f"cli@{socket.gethostname()}")
+    click.echo(
+        f"anchored head seq {written.seq} hash {written.hash} at {written.when()} "
+        f"to {settings.file}"
+    )
 
 
 audit_group.add_command(tail_command)
 audit_group.add_command(verify_command)
+audit_group.add_command(anchor_command)

@@ -1,4 +1,4 @@
-"""Shared helpers of the everyday commands: the runtime, the actor, one-line errors, times."""
+"""Shared helpers of the everyday commands: the runtime, one-line errors, times."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from rich.console import Console
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, ProgrammingError
 
-from rotation.access.roles import default_actor
 from rotation.errors import BackendUnavailable, ConfigurationError, KeyturnError
 from rotation.ledger.db import DEFAULT_SQLITE_URL, Ledger, database_url
 from rotation.run.runtime import Runtime
@@ -21,7 +20,6 @@ from rotation.run.runtime import Runtime
 __all__ = [
     "OpsCommand",
     "OpsGroup",
-    "cli_actor",
     "echo_json",
     "fmt_age",
     "fmt_time",
@@ -30,11 +28,6 @@ __all__ = [
     "open_runtime",
     "safe_url",
 ]
-
-
-def cli_actor() -> str:
-    """Who is at the keyboard: ``KEYTURN_ACTOR``, else the login name."""
-    return default_actor()
 
 
 @contextmanager

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from rotation.cli.common import OpsCommand, cli_actor, make_console, open_runtime
-from rotation.cli.rotate import send_to_workers
+from rotation.cli import tasks
+from rotation.cli.common import OpsCommand, make_console, open_runtime
 from rotation.durations import format_duration, parse_duration
-from rotation.ops.operations import resolve_secret
+from rotation.names import validate_name
 from rotation.run.steps import FAILED_RETRY_DELAY
 
 
@@ -39,20 +39,21 @@ def resolve_command(name: str, retry: bool, abandon: bool, retry_after: str) -> 
     if retry == abandon:
         raise click.UsageError("say what to do: either --retry or --abandon")
     action = "retry" if retry else "abandon"
+    validate_name(name)
     try:
         delay = parse_duration(retry_after)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retry-after") from None
     console = make_console()
+    args = {"secret": name, "how": action, "retry_after_seconds": delay.total_seconds()}
     with open_runtime() as runtime:
-        done = resolve_secret(runtime, name, cli_actor(), action=action, retry_after=delay)
+        (done,) = tasks.request("resolve", args, runtime.clock())["runs"]
     if action == "retry":
         console.print(
-            f"retrying run {done.run_id} of {name} (stopped in {done.from_state}): {done.note}"
+            f"retrying run {done['run_id']} of {name} (stopped in {done['from_state']}): "
+            f"{done['note']}"
         )
-        if done.enqueue:
-            send_to_workers(console, done.run_id, done.state)
         return
     console.print(
-        f"abandoned run {done.run_id} of {name} ({done.from_state} -> failed): {done.note}"
+        f"abandoned run {done['run_id']} of {name} ({done['from_state']} -> failed): {done['note']}"
     )

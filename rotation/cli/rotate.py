@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
+import shlex
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 from rich.console import Console
@@ -13,26 +14,26 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rotation.cli import tasks
-from rotation.cli.common import (
-    OpsCommand,
-    cli_actor,
-    fmt_time,
-    make_console,
-    open_runtime,
-)
+from rotation.cli.common import OpsCommand, fmt_time, make_console, open_runtime
+from rotation.cli.progress import follow_runs, succeeded_since
 from rotation.durations import format_duration, parse_duration
 from rotation.ledger.models import Run, RunEvent
-from rotation.ops.operations import get_run, matching_secrets, rollback_secret, run_events
+from rotation.names import validate_name
+from rotation.ops.operations import get_run, matching_secrets, run_events
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
 from rotation.run.steps import FAILED_RETRY_DELAY
-from rotation.scheduler.triggers import Triggered, rotate_now
 
 #: Steps a run takes from pending to succeeded.
 TOTAL_STEPS = len(NEXT_STATE)
 _ORDER = [RunState.PENDING, *NEXT_STATE.values()]
-OUTCOME_STYLE = {"ok": "green", "wait": "yellow", "retry": "yellow", "failed": "red"}
-_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]*@")
+OUTCOME_STYLE = {
+    "ok": "green",
+    "wait": "yellow",
+    "retry": "yellow",
+    "throttled": "yellow",
+    "failed": "red",
+}
 
 
 def steps_done(state: str) -> int:
@@ -43,30 +44,13 @@ def steps_done(state: str) -> int:
         return 0
 
 
-def _send(console: Console, triggered: Triggered) -> None:
-    send_to_workers(console, triggered.run_id, triggered.state)
-
-
-def send_to_workers(console: Console, run_id: int, state: str) -> None:
-    """Enqueue the run's next step; a broker outage only delays it until the dispatcher."""
-    try:
-        tasks.send_advance(run_id, state)
-    except Exception as exc:  # kombu/redis errors vary; none of them carries a value
-        reason = _URL_CREDENTIALS.sub(r"\1", f"{type(exc).__name__}: {exc}".splitlines()[0])
-        console.print(
-            f"[yellow]could not send the run to the workers ({escape(reason)}); the dispatcher "
-            "will pick it up within KEYTURN_REDELIVER_SECONDS once beat and a worker run[/]"
-        )
-
-
-def _started(console: Console, triggered: Triggered) -> None:
-    name = escape(triggered.secret)
-    if triggered.created:
-        console.print(f"started run {triggered.run_id} for {name} ({triggered.state})")
-        _send(console, triggered)
+def _started(console: Console, run: dict[str, Any]) -> None:
+    name = escape(str(run["secret"]))
+    if run["created"]:
+        console.print(f"started run {run['run_id']} for {name} ({run['state']})")
     else:
         console.print(
-            f"{name} is already being rotated: run {triggered.run_id} ({triggered.state}); "
+            f"{name} is already being rotated: run {run['run_id']} ({run['state']}); "
             "not starting another"
         )
 
@@ -93,30 +77,56 @@ def rotate_command(name: str, wait: bool, timeout: float) -> None:
       keyturn rotate api_key_ncbi
       keyturn rotate db_credentials --wait --timeout 900
     """
+    validate_name(name)
     console = make_console()
     with open_runtime() as runtime:
-        triggered = rotate_now(runtime, name, actor=cli_actor(), trigger="manual")
-        _started(console, triggered)
+        answer = tasks.request("rotate", {"secret": name}, runtime.clock())
+        (run,) = answer["runs"]
+        _started(console, run)
         if wait:
-            sys.exit(follow(runtime, console, triggered.run_id, timeout))
+            sys.exit(follow(runtime, console, int(run["run_id"]), timeout))
 
 
 @click.command("rotate-all", cls=OpsCommand)
 @click.argument("pattern")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def rotate_all_command(pattern: str, yes: bool) -> None:
+@click.option("--wait", is_flag=True, help="Follow the runs to their end; exit 0 if all succeeded.")
+@click.option(
+    "--timeout",
+    default=6 * 3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds --wait waits at most.",
+)
+@click.option(
+    "--since",
+    metavar="TIME|DURATION",
+    help="Skip secrets a run started at or after this rotated successfully (UTC ISO time, or a "
+    "duration ago such as 15m): repeating a mass rotation starts nothing twice.",
+)
+def rotate_all_command(
+    pattern: str, yes: bool, wait: bool, timeout: float, since: str | None
+) -> None:
     """Rotate every scheduled secret containing PATTERN (or matching it as a glob).
 
     Lists the matching secrets and asks before starting; secrets already being rotated keep
-    their active run.
+    their active run, and with --since those a run started since then rotated are skipped
+    (so repeating the command, or following it again with --wait, starts nothing twice). Then
+    shows the runs' progress: counts by state (pending, running, succeeded, needs_attention,
+    failed) and an ETA. --wait follows them to the end: exit 0 when every run succeeded, 1
+    otherwise, listing the runs that did not. Breach response: docs/operations.md.
 
     \b
     Examples:
       keyturn rotate-all api_key            # every secret whose name contains api_key
       keyturn rotate-all 'prod/*' --yes
+      keyturn rotate-all '*' --yes --wait   # after a breach
+      keyturn rotate-all '*' --yes --wait --since 2026-05-04T09:00:00Z   # again: joins it
     """
     console = make_console()
     with open_runtime() as runtime:
+        started_at = runtime.clock()
+        skip_after = _since(since, started_at) if since else None
         names = matching_secrets(runtime, pattern)
         if not names:
             click.echo(
@@ -128,9 +138,38 @@ def rotate_all_command(pattern: str, yes: bool) -> None:
             console.print(f"  {escape(name)}")
         if not yes:
             click.confirm(f"Rotate {len(names)} secrets now?", abort=True)
-        actor = cli_actor()
+        done = succeeded_since(runtime, names, skip_after) if skip_after else {}
+        run_ids = list(done.values())
         for name in names:
-            _started(console, rotate_now(runtime, name, actor=actor, trigger="manual"))
+            if name in done:
+                console.print(f"{escape(name)} was rotated since then: run {done[name]}; skipped")
+        args = {"pattern": pattern, "skip": sorted(done)}
+        for run in tasks.request("rotate_all", args, runtime.clock())["runs"]:
+            _started(console, run)
+            run_ids.append(int(run["run_id"]))
+        again = (
+            f"`keyturn rotate-all {shlex.quote(pattern)} --yes --wait "
+            f"--since {(skip_after or started_at):%Y-%m-%dT%H:%M:%SZ}` (it starts nothing twice)"
+        )
+        status = follow_runs(runtime, console, run_ids, timeout=timeout, wait=wait, again=again)
+        if wait:
+            sys.exit(status)
+
+
+def _since(value: str, now: datetime) -> datetime:
+    """``--since``: a UTC ISO time, or a duration before ``now``."""
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        at = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither a time (2026-05-04T09:00:00Z) nor a duration (15m)",
+            param_hint="--since",
+        ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 @click.command("rollback", cls=OpsCommand)
@@ -156,21 +195,21 @@ def rollback_command(name: str, retry_after: str) -> None:
       keyturn rollback db_credentials
       keyturn rollback api_key_ncbi --retry-after 7d   # hold the next try for a week
     """
+    validate_name(name)
     try:
         delay = parse_duration(retry_after)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--retry-after") from None
     console = make_console()
+    args = {"secret": name, "retry_after_seconds": delay.total_seconds()}
     with open_runtime() as runtime:
-        done = rollback_secret(runtime, name, cli_actor(), retry_after=delay)
+        (done,) = tasks.request("rollback", args, runtime.clock())["runs"]
     console.print(
-        f"rolling back {escape(name)}: run {done.run_id} ({done.from_state} -> {done.state}); "
-        f"{escape(done.note)}; it ends failed and the schedule tries {escape(name)} again "
-        f"{escape(retry_after)} later (pause its policy to hold it longer); follow it with "
-        f"`keyturn history {escape(name)}`"
+        f"rolling back {escape(name)}: run {done['run_id']} ({done['from_state']} -> "
+        f"{done['state']}); {escape(str(done['note']))}; it ends failed and the schedule tries "
+        f"{escape(name)} again {escape(retry_after)} later (pause its policy to hold it "
+        f"longer); follow it with `keyturn history {escape(name)}`"
     )
-    if done.enqueue:
-        send_to_workers(console, done.run_id, done.state)
 
 
 # --- following a run ---------------------------------------------------------------------------

@@ -168,7 +168,7 @@ class RunEvent(Base):
     step: Mapped[str] = mapped_column(String(32))
     from_state: Mapped[str] = mapped_column(String(32))
     to_state: Mapped[str] = mapped_column(String(32))
-    #: ok | wait | retry | failed | rollback | skipped
+    #: ok | wait | retry | throttled | failed | rollback | skipped
     outcome: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer)
     worker: Mapped[str | None] = mapped_column(String(200))
@@ -223,3 +223,19 @@ class AuditHead(Base):
     #: The last record's hash (GENESIS_HASH before any) and the one before it.
     hash: Mapped[str] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- manual requests (rotation/access/requests.py) ----------------------------------------------
+
+
+class RequestNonce(Base):
+    """A signed manual request already used: a second use of its nonce is a replay."""
+
+    __tablename__ = "request_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    used_at: Mapped[datetime]
+    #: After this the request is refused as expired anyway: the row may be pruned.
+    expires_at: Mapped[datetime] = mapped_column(index=True)

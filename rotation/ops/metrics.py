@@ -41,7 +41,7 @@ log = logging.getLogger("keyturn.metrics")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 #: Outcomes after which the next interval is a deliberate wait (grace, backoff), not work.
-_WAITING_OUTCOMES = frozenset({"wait", "retry"})
+_WAITING_OUTCOMES = frozenset({"wait", "retry", "throttled"})
 
 
 class LedgerCollector(Collector):

@@ -244,7 +244,8 @@ def rollback_secret(
     retry_after: timedelta = FAILED_RETRY_DELAY,
     lease: timedelta = timedelta(minutes=5),
 ) -> RolledBack:
-    """Start rolling ``secret`` back to its previous version while that is still valid.
+    """Start rolling ``secret`` back to its previous version while that is still valid, as
+    ``actor`` (who needs the ``rotate`` permission; a denial is audited).
 
     Possible while the secret's active run is ``promoted``, or ``restarted`` before its retire
     step tried anything (``attempt`` 0: the old credential is untouched). The engine moves the
@@ -254,6 +255,8 @@ def rollback_secret(
     and the schedule tries the secret again after ``retry_after``.
     """
     validate_name(secret)
+    with acting_as(actor):
+        authorize_audited(Permission.ROTATE, "rollback", secret)
     run = _active_run(runtime, secret)
     if run is None or run.state not in _ROLLBACK_STATES or _retire_started(run):
         raise NothingToRollBack(_refusal(runtime, secret, run))

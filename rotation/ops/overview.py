@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Outcomes after which the time to the next event is a deliberate wait (grace, backoff).
-WAITING_OUTCOMES = frozenset({"wait", "retry"})
+WAITING_OUTCOMES = frozenset({"wait", "retry", "throttled"})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ not attempts, so a short outage of Redis or of a deploy hook only delays the run
 
 from __future__ import annotations
 
+import ipaddress
+import pwd
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,11 +33,13 @@ from pydantic import (
     StrictInt,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from rotation.config import EngineSettings
 from rotation.durations import Duration, format_duration
 from rotation.errors import ConfigurationError
+from rotation.policy.destinations import IPAddress, IPNetwork, parse_networks, refusal
 from rotation.registry import AliasRegistry, import_object
 from rotation.schema import Spec, check_secret_name, short_repr
 
@@ -151,10 +156,26 @@ def strategy_runner(name: str) -> Callable[..., Any]:
 _RETRY_FOR = timedelta(minutes=10)
 
 
-def _check_retry_for(value: timedelta) -> timedelta:
-    if not timedelta(0) < value <= timedelta(days=1):
-        raise ValueError("retry_for must be above 0 and at most 1d")
-    return value
+class RetriedRestart(RestartStrategy):
+    """A strategy whose failures (a command's non-zero exit, a webhook's non-2xx or silence) are
+    retried with the run's backoff for ``retry_for``; success confirms consumers moved."""
+
+    retry_for: Duration = Field(default=_RETRY_FOR, validate_default=True)
+
+    @field_validator("retry_for")
+    @classmethod
+    def _retry_window(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(days=1):
+            raise ValueError("retry_for must be above 0 and at most 1d")
+        return value
+
+    @property
+    def confirms(self) -> bool:
+        return True
+
+    @property
+    def retry_budget(self) -> timedelta:
+        return self.retry_for
 
 
 class NoRestart(RestartStrategy):
@@ -180,7 +201,7 @@ class AcknowledgeRestart(RestartStrategy):
         return self.timeout
 
 
-class CommandRestart(RestartStrategy):
+class CommandRestart(RetriedRestart):
     """Run commands in order (e.g. ``kubectl rollout restart``, then ``kubectl rollout status``)."""
 
     strategy: Literal["command"] = "command"
@@ -191,21 +212,22 @@ class CommandRestart(RestartStrategy):
     #: passed but PATH, HOME, locale and KEYTURN_SECRET/VERSION/RUN_ID, so a command that prints
     #: its environment cannot leak the worker's own credentials into the logs.
     pass_env: Annotated[tuple[str, ...], Field(max_length=50)] = ()
-    #: How long a failing command (non-zero exit, timeout) is retried, with the run's backoff.
-    retry_for: Duration = Field(default=_RETRY_FOR, validate_default=True)
+    #: A user name: the commands run with its uid, gid and groups (the worker must be root to
+    #: switch); unset, they run as the worker, which lets them read the worker's environment.
+    run_as: str | None = None
 
-    @field_validator("retry_for")
+    @field_validator("run_as")
     @classmethod
-    def _retry_window(cls, value: timedelta) -> timedelta:
-        return _check_retry_for(value)
-
-    @property
-    def confirms(self) -> bool:
-        return True
-
-    @property
-    def retry_budget(self) -> timedelta:
-        return self.retry_for
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                pwd.getpwnam(value)
+            except KeyError:
+                raise ValueError(
+                    f"run_as: there is no user {short_repr(value)} on this machine "
+                    "(create it, or name an existing unprivileged user such as nobody)"
+                ) from None
+        return value
 
     @field_validator("pass_env")
     @classmethod
@@ -237,7 +259,7 @@ class CommandRestart(RestartStrategy):
         return value
 
 
-class WebhookRestart(RestartStrategy):
+class WebhookRestart(RetriedRestart):
     """POST the promotion to a URL, signed with HMAC-SHA256 (header ``X-Keyturn-Signature``)."""
 
     strategy: Literal["webhook"] = "webhook"
@@ -245,21 +267,52 @@ class WebhookRestart(RestartStrategy):
     #: Name of the secret (in the same backend) that holds the HMAC key.
     hmac_secret: str
     timeout: Duration = Field(default=timedelta(seconds=10), validate_default=True)
-    #: How long a failing call (non-2xx, no answer) is retried, with the run's backoff.
-    retry_for: Duration = Field(default=_RETRY_FOR, validate_default=True)
+    #: Networks (CIDR) the URL may resolve into although they are not public: loopback,
+    #: private, link-local... are refused otherwise (rotation/policy/destinations.py).
+    allow_networks: Annotated[tuple[str, ...], Field(max_length=20)] = ()
+    #: A PEM file of the CA(s) to trust for an https URL instead of the system's.
+    ca_file: str | None = None
 
-    @field_validator("retry_for")
+    @property
+    def allowed(self) -> tuple[IPNetwork, ...]:
+        """``allow_networks`` as networks."""
+        return parse_networks(self.allow_networks)
+
+    @field_validator("allow_networks")
     @classmethod
-    def _retry_window(cls, value: timedelta) -> timedelta:
-        return _check_retry_for(value)
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)
+        return value
 
-    @property
-    def confirms(self) -> bool:
-        return True
+    @field_validator("url")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            parts = urllib.parse.urlsplit(value)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL: {exc}") from None
+        if not parts.hostname:
+            raise ValueError("the URL names no host")
+        return value
 
-    @property
-    def retry_budget(self) -> timedelta:
-        return self.retry_for
+    @model_validator(mode="after")
+    def _literal_address(self) -> WebhookRestart:
+        """A URL whose host is an IP address is checked now (a name is checked when called)."""
+        if self.ca_file is not None and not self.url.startswith("https://"):
+            raise ValueError("'ca_file' applies to an https URL only")
+        host = urllib.parse.urlsplit(self.url).hostname or ""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return self
+        reason = refusal(address, self.allowed)
+        if reason is not None:
+            raise ValueError(
+                f"url: {address} is {reason}; a webhook may call it only if the policy allows "
+                f"it explicitly (allow_networks: [{_suggest(address)}])"
+            )
+        return self
 
     @field_validator("hmac_secret")
     @classmethod
@@ -273,6 +326,12 @@ class WebhookRestart(RestartStrategy):
             raise ValueError("timeout must be above 0 and at most 1m")
         check_budget(value, f"a webhook call of timeout {_human(value)}")
         return value
+
+
+def _suggest(address: IPAddress) -> str:
+    """A network to put in ``allow_networks`` for ``address`` (for messages)."""
+    prefix = 8 if address.is_loopback and address.version == 4 else address.max_prefixlen
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
 def _wave(value: object) -> object:

@@ -11,10 +11,12 @@ not a failed attempt.
 
 Defaults come from the services' published quotas: AWS Secrets Manager allows 50 writes a
 second per region (PutSecretValue, UpdateSecretVersionStage... combined) and 10,000
-GetSecretValue; Azure Key Vault 4,000 secret transactions per 10 seconds per vault. Vault/OpenBao
-has no fixed quota (an operator configures one): unlimited unless set. Override with
-``KEYTURN_RATE_<ALIAS>_<CLASS>`` (requests per second, 0 = unlimited) and
-``KEYTURN_CONCURRENCY_<ALIAS>`` (requests in flight at once).
+GetSecretValue; Azure Key Vault 4,000 secret transactions per 10 seconds per vault, all kinds
+together (split 290 reads, 100 writes, 10 lists a second, as a rotation uses them). Vault/OpenBao
+has no fixed quota (an operator configures one): unlimited unless set. The quotas
+(:data:`~rotation.config.DEFAULT_QUOTAS`) and their overrides ``KEYTURN_RATE_<ALIAS>_<CLASS>``
+(requests per second, 0 = unlimited) and ``KEYTURN_CONCURRENCY_<ALIAS>`` (requests in flight at
+once, 0 = unlimited) are read by :func:`rotation.config.backend_quota`.
 
 When Redis cannot be reached the limiter lets requests through (logged) and does not ask Redis
 again for ``redis_pause`` seconds: the backend's own throttling answers, retried here, still
@@ -28,70 +30,22 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import redis
 
-from rotation.config import env_number
+from rotation.config import Quota, RequestClass
 from rotation.errors import Throttled
 from rotation.providers.base import Capability, Provider
 from rotation.values import SecretValue, SecretVersion, Stage, VersionInfo
 
-__all__ = ["DEFAULT_QUOTAS", "LimitedProvider", "Quota", "RequestLimiter", "quotas_from_env"]
+__all__ = ["LimitedProvider", "RequestLimiter"]
 
 log = logging.getLogger("keyturn.limits")
 
 T = TypeVar("T")
-RequestClass = Literal["read", "write", "list"]
-CLASSES: tuple[RequestClass, ...] = ("read", "write", "list")
-
-
-@dataclass(frozen=True)
-class Quota:
-    """Requests per second (0 = unlimited) for each request class, and requests in flight."""
-
-    read: float = 0.0
-    write: float = 0.0
-    list: float = 0.0
-    concurrency: int = 32
-
-    def rate(self, request: RequestClass) -> float:
-        rate: float = getattr(self, request)
-        return rate
-
-
-#: Published quotas (see the module docstring); aliases not listed are unlimited.
-DEFAULT_QUOTAS: dict[str, Quota] = {
-    "aws": Quota(read=10_000, write=50, list=50, concurrency=32),
-    "azure": Quota(read=400, write=400, list=400, concurrency=32),
-}
-
-
-def quotas_from_env(alias: str, environ: Mapping[str, str] | None = None) -> Quota:
-    """``alias``'s quota: the default, with any ``KEYTURN_RATE_*``/``KEYTURN_CONCURRENCY_*``."""
-    base = DEFAULT_QUOTAS.get(alias, Quota())
-    prefix = alias.upper().replace("-", "_")
-    rates = {
-        request: env_number(
-            f"KEYTURN_RATE_{prefix}_{request.upper()}",
-            base.rate(request),
-            environ=environ,
-            unit="requests per second",
-        )
-        for request in CLASSES
-    }
-    concurrency = env_number(
-        f"KEYTURN_CONCURRENCY_{prefix}",
-        base.concurrency,
-        environ=environ,
-        minimum=1,
-        integer=True,
-        unit="requests",
-    )
-    return Quota(**rates, concurrency=int(concurrency))
 
 
 # Token bucket: KEYS[1] = bucket; ARGV = rate, burst, ttl_ms. Returns the seconds to wait
@@ -152,6 +106,9 @@ class RequestLimiter:
         self.redis_pause = redis_pause
         self._skip_redis_until = 0.0
 
+    def close(self) -> None:
+        self.client.close()
+
     def _redis_down(self, exc: Exception) -> None:
         self._skip_redis_until = self._clock() + self.redis_pause
         log.warning(
@@ -193,7 +150,7 @@ class RequestLimiter:
         holder = uuid.uuid4().hex
         key = f"{self.prefix}:inflight"
         held = False
-        while not held and self._redis_up():
+        while not held and self.quota.concurrency > 0 and self._redis_up():
             try:
                 held = bool(
                     self._take_slot(
@@ -234,18 +191,16 @@ class LimitedProvider:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner
+        self.name: str = inner.name
+        self.capabilities: frozenset[Capability] = inner.capabilities
         self.limiter = limiter
         self.max_wait = max_wait
         self._sleep = sleep
         self._clock = clock
 
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def capabilities(self) -> frozenset[Capability]:
-        return self.inner.capabilities
+    def __getattr__(self, attribute: str) -> object:
+        # a backend's own extras (check_access, restore, purge) pass through, outside the quota
+        return getattr(self.inner, attribute)
 
     def _call(self, request: RequestClass, call: Callable[[], T]) -> T:
         deadline = self._clock() + self.max_wait
@@ -300,3 +255,4 @@ class LimitedProvider:
 
     def close(self) -> None:
         self.inner.close()
+        self.limiter.close()

@@ -53,6 +53,7 @@ from sqlalchemy.sql.expression import Executable
 from rotation.access.audit import AuditEvent, append_params, append_sql, transition_event
 from rotation.access.audit import append as audit_append
 from rotation.config import step_limits
+from rotation.durations import format_duration
 from rotation.errors import (
     ConfigurationError,
     LeaseLost,
@@ -60,6 +61,7 @@ from rotation.errors import (
     RotationError,
     SecretNotFound,
     StepBudgetExceeded,
+    Throttled,
 )
 from rotation.ledger.locks import RESTART_SLOTS, xact_lock
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule, UTCDateTime
@@ -94,6 +96,10 @@ ROLLBACK_PAUSES = (0.2, 0.5, 1.0, 0.0)
 #: The longest wait between tries of a step bounded by time (a restart, a rollback's
 #: announcement): once Redis or a deploy hook is back, the run goes on within this.
 TIMED_RETRY_CAP = timedelta(seconds=15)
+#: The longest wait after a throttled try (unless the backend asks for longer).
+THROTTLED_RETRY_CAP = timedelta(seconds=30)
+#: ``step_data`` key: since when the current step keeps being throttled (ISO time).
+THROTTLED_SINCE = "throttled_since"
 #: States whose work a removed policy's run undoes (after promotion it finishes instead).
 _BEFORE_PROMOTION = frozenset(
     {RunState.PENDING, RunState.CREATED, RunState.APPLIED, RunState.TESTED}
@@ -190,9 +196,11 @@ class Engine:
         lease: timedelta = timedelta(minutes=5),
         backoff: ExponentialBackoff | None = None,
         pause_hook: PauseHook | None = None,
+        throttled_max: timedelta = timedelta(hours=1),
     ) -> None:
         self.runtime = runtime
         self.lease = lease
+        self.throttled_max = throttled_max
         self.limits = step_limits(lease)
         self.backoff = backoff or ExponentialBackoff()
         self.pause_hook = pause_hook
@@ -682,6 +690,8 @@ class Engine:
     ) -> Advance:
         if isinstance(exc, LeaseLost):
             return self._lost(run, step_name, exc)
+        if isinstance(exc, Throttled):
+            return self._throttled(run, state, step_name, step, exc, lease)
         error = _describe(exc)
         log.warning(
             "run %s step %s failed: %s",
@@ -700,6 +710,53 @@ class Engine:
         if run.attempt >= run.max_attempts:
             return self._give_up(run, state, step_name, step, error, lease)
         return self._retry_later(run, state, step_name, error, lease.owner)
+
+    def _throttled(
+        self,
+        run: Run,
+        state: RunState,
+        step_name: str,
+        step: StepInput,
+        exc: Throttled,
+        lease: StepLease,
+    ) -> Advance:
+        """The backend is over its quota: a wait, not a failed try (the attempt is given back),
+        until the step has been throttled for ``throttled_max``; then a human looks."""
+        now = self.runtime.clock()
+        data = dict(run.step_data or {})
+        since = datetime.fromisoformat(data.get(THROTTLED_SINCE) or now.isoformat())
+        error = _describe(exc)
+        if now - since >= self.throttled_max:
+            limit = format_duration(self.throttled_max)
+            message = (
+                f"throttled by the backend for more than {limit} (KEYTURN_THROTTLED_MAX_SECONDS) "
+                f"at step {step_name}: {error}"
+            )
+            return self._give_up(run, state, step_name, step, message, lease)
+        count = int(data.get("throttled", 0)) + 1
+        delay = (
+            timedelta(seconds=exc.retry_after)
+            if exc.retry_after
+            else min(self.backoff.delay(count), THROTTLED_RETRY_CAP)
+        )
+        wait_until = now + delay
+        data.update({THROTTLED_SINCE: since.isoformat(), "throttled": count})
+        self._commit(
+            run,
+            owner=lease.owner,
+            step_name=step_name,
+            to_state=state,
+            outcome="throttled",
+            message=f"{error}; waiting until {wait_until:%H:%M:%S} (no attempt spent)",
+            values={
+                "attempt": run.attempt - 1,
+                "next_attempt_at": wait_until,
+                "enqueued_at": None,
+                "last_error": error,
+                "step_data": data,
+            },
+        )
+        return Advance(run.id, state, executed=True, wait_until=wait_until)
 
     def _rollback(self, state: RunState, step: StepInput) -> tuple[bool, str]:
         """Roll back where safe, trying a flaky backend a few times (each part is idempotent);

@@ -9,12 +9,15 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from rotation.config import Settings
+import redis
+
+from rotation.config import EngineSettings, Settings, backend_quota, redis_namespace, redis_url
 from rotation.errors import ConfigurationError
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import PolicyRow
 from rotation.policy import Policy
 from rotation.providers.base import Provider
+from rotation.providers.limits import LimitedProvider, RequestLimiter
 from rotation.providers.registry import create_provider
 from rotation.rotators.base import Rotator
 from rotation.rotators.registry import get_rotator
@@ -59,12 +62,31 @@ class Runtime:
         self._bus: RolloutBus | None = None
 
     def provider(self, alias: str | None) -> Provider:
-        """The provider for ``alias`` (None = SECRETS_PROVIDER), built once."""
+        """The provider for ``alias`` (None = SECRETS_PROVIDER), built once; kept inside the
+        backend's request quota (``rotation.config.backend_quota``) when it has one."""
         key = alias or self.default_provider
         with self._lock:
             if key not in self._providers:
-                self._providers[key] = create_provider(key, self.environ)
+                self._providers[key] = self._limited(key, create_provider(key, self.environ))
             return self._providers[key]
+
+    def _limited(self, alias: str, provider: Provider) -> Provider:
+        """``provider`` drawing on ``alias``'s quota, shared through Redis by every process.
+
+        A call waits for its quota at most a tenth of a step's budget; past that the step
+        raises ``Throttled``, which the engine turns into a wait that spends no attempt."""
+        quota = backend_quota(alias, self.environ)
+        if quota.unlimited:
+            return provider
+        url = redis_url(self.environ)
+        limiter = RequestLimiter(
+            redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2),
+            alias,
+            quota,
+            namespace=redis_namespace(url, self.environ),
+        )
+        budget = EngineSettings.from_env(self.environ).limits.budget.total_seconds()
+        return LimitedProvider(provider, limiter, max_wait=min(30.0, budget / 10))
 
     def rollout_bus(self) -> RolloutBus:
         """The Redis rollout bus (``KEYTURN_REDIS_URL``), connected on first use."""

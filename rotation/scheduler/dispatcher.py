@@ -25,6 +25,8 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rotation.access.anchor import maybe_anchor
+from rotation.config import AnchorSettings
 from rotation.errors import PolicyError, SecretNotFound
 from rotation.ledger.locks import POLICY_SYNC, xact_lock
 from rotation.ledger.models import PolicyRow, Run, Schedule
@@ -142,6 +144,7 @@ class Dispatcher:
         self.refresh_expiries(now, report)
         self.start_due_runs(now, report)
         self.recover_stalled(now, report)
+        maybe_anchor(self.runtime.ledger, AnchorSettings.from_env(), self.runtime.worker_id)
         return report
 
     # --- 1. policies ---------------------------------------------------------------------

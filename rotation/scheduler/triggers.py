@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -125,11 +126,18 @@ def matching_secrets(runtime: Runtime, pattern: str) -> list[str]:
 
 
 def rotate_all(
-    runtime: Runtime, pattern: str, *, actor: str, trigger: str = "manual"
+    runtime: Runtime,
+    pattern: str,
+    *,
+    actor: str,
+    trigger: str = "manual",
+    skip: Collection[str] = (),
 ) -> list[Triggered]:
-    """``rotate_now`` for every scheduled secret matching ``pattern`` (see ``matching_secrets``)."""
+    """``rotate_now`` for every scheduled secret matching ``pattern`` (see ``matching_secrets``)
+    but those in ``skip``."""
     authorize_rotation(actor, Permission.ROTATE_ALL, None)
     return [
         rotate_now(runtime, name, actor=actor, trigger=trigger)
         for name in matching_secrets(runtime, pattern)
+        if name not in skip
     ]

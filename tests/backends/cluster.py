@@ -19,6 +19,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import select
 
+from rotation.access.requests import generate_key_pair
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run
 from rotation.providers.local import LocalProvider, generate_key
@@ -85,6 +86,15 @@ class Cluster:
                 self.kill(proc)
         self.app.close()
 
+    def operator_env(self, principal: str) -> dict[str, str]:
+        """The environment of a ``keyturn`` CLI signing as ``principal`` (its key pair is made
+        on first use; the workers' keyring, ``KEYTURN_OPERATOR_KEYS``, gets the public half)."""
+        keys = Path(self.env["KEYTURN_OPERATOR_KEYS"])
+        private = keys / f"{principal}.key"
+        if not private.exists():
+            generate_key_pair(principal, keys)
+        return {**self.env, "KEYTURN_OPERATOR_KEY": str(private)}
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
@@ -105,6 +115,7 @@ def cluster(tmp_path: Path, ledger_url: str) -> Iterator[Cluster]:
         "KEYTURN_LOCAL_DIR": str(tmp_path / "store"),
         "KEYTURN_LOCAL_KEY": generate_key(),
         "KEYTURN_SCHEDULES": str(schedules),
+        "KEYTURN_OPERATOR_KEYS": str(tmp_path / "operator-keys"),
         "KEYTURN_TICK_SECONDS": "1",
         "KEYTURN_LEASE_SECONDS": "4",
         "KEYTURN_REDELIVER_SECONDS": "3",

@@ -131,7 +131,7 @@ def app_stats(path: Path) -> dict[str, Any]:
 def cli(cluster: Cluster, *args: str) -> str:
     done = subprocess.run(
         [str(Path(sys.executable).parent / "keyturn"), *args],
-        env={**cluster.env, "KEYTURN_ACTOR": "leak-test"},
+        env=cluster.operator_env("leak-test"),
         cwd=REPO,
         capture_output=True,
         timeout=120,
@@ -275,7 +275,7 @@ def test_no_secret_value_leaks_anywhere(
         }, [(r.secret, r.state, r.last_error) for r in runs(ledger)]
 
         # --- phase 2: manual triggers through Celery (send_task), Flower and the CLI ---------
-        cluster.send("keyturn.rotate_all", "leak/api_", "ops-script")
+        cluster.send("keyturn.rotate_all", "leak/api_")
         wait_for(lambda: all_final(ledger, 14), 120, cluster, "rotate_all over leak/api_*")
 
         refuse.set()
@@ -284,11 +284,11 @@ def test_no_secret_value_leaks_anywhere(
                 "POST", "/api/task/async-apply/keyturn.rotate_now", body={"args": [name]}
             )
             assert status == 200, answer
-        cluster.send("keyturn.rotate_now", "leak/cmd", "ops-script")
-        cluster.send("keyturn.rotate_now", "leak/ack_y", "ops-script")
+        cluster.send("keyturn.rotate_now", "leak/cmd")
+        cluster.send("keyturn.rotate_now", "leak/ack_y")
         wait_for(lambda: all_final(ledger, 20), 180, cluster, "the Flower and Celery triggers")
 
-        cluster.send("keyturn.rotate_now", "leak/db", "ops-script")
+        cluster.send("keyturn.rotate_now", "leak/db")
         outputs = [cli(cluster, "rotate", "leak/api_c", "--wait", "--timeout", "90")]
         wait_for(lambda: all_final(ledger, 22), 120, cluster, "the last rotations")
         outputs += [

@@ -1,5 +1,6 @@
 """The everyday CLI (status, rotate, runs, history, plan, rollback, secrets) against a real
-Postgres ledger and the local store; runs are put in given states by an in-process engine, and
+Postgres ledger and the local store; runs are put in given states by an in-process engine, the
+CLI's signed requests are served in-process by the workers' handler (``served``), and
 ``rotate --wait`` follows a run done by real Celery workers."""
 
 from __future__ import annotations
@@ -10,22 +11,26 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from rotation.cli import main
+from rotation.access.requests import generate_key_pair
+from rotation.cli import main, tasks
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
+from rotation.ops.manual import handle
 from rotation.providers.local import LocalProvider, generate_key
 from rotation.run.engine import Engine
 from rotation.run.runtime import Runtime
 from rotation.run.states import RunState
 from rotation.scheduler.dispatcher import Dispatcher
+from rotation.scheduler.tasks import MANUAL
 from rotation.scheduler.triggers import rotate_now
 from tests.integration.test_celery_worker import BROKER, REPO, Cluster
 
@@ -43,6 +48,7 @@ policies:
     retire_after: 1h
 """
 KEYTURN = [sys.executable, "-c", "from rotation.cli import main; main()"]
+SUBMIT = tasks.submit
 VALUES = {"svc/fast": "fast-initial-value-4711", "svc/slow": "slow-initial-value-0815"}
 
 
@@ -55,6 +61,17 @@ class Env:
     key: str
     schedules: Path
     runtime: Runtime
+    sent: list[tuple[int, str]] = field(default_factory=list)
+
+    def serve(self, task: str, kwargs: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """A worker serving the CLI's request in-process: the message as the broker carries it,
+        the same handler (verify, authorize, audit, act); the runs it would send are kept."""
+        carried = json.loads(json.dumps(kwargs))
+        signed = carried.pop("signed", None)
+        action = {name: action for action, name in MANUAL.items()}[task]
+        handled = handle(self.runtime, action, carried, signed=signed)
+        self.sent.extend(handled.enqueue)
+        return json.loads(json.dumps(handled.answer))
 
     def store(self) -> LocalProvider:
         return LocalProvider(self.store_dir, key=self.key)
@@ -104,8 +121,11 @@ def env(tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> Ite
         "KEYTURN_LOCAL_DIR": str(tmp_path / "store"),
         "KEYTURN_LOCAL_KEY": key,
         "KEYTURN_SCHEDULES": str(schedules),
-        "KEYTURN_ACTOR": "alice",
+        "KEYTURN_OPERATOR_KEYS": str(tmp_path / "keys"),
+        "KEYTURN_OPERATOR_KEY": str(tmp_path / "keys" / "alice.key"),
     }
+    for principal in ("alice", "olivia"):
+        generate_key_pair(principal, tmp_path / "keys")
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("KEYTURN_DAILY_BUDGET", raising=False)
@@ -115,18 +135,22 @@ def env(tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     for name, value in VALUES.items():
         store.write(name, value)
     e.sync()
+    monkeypatch.setattr(tasks, "submit", e.serve)
     yield e
     runtime.close()
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
-    """``advance`` messages the CLI sends, captured instead of going to a broker."""
-    from rotation.cli import tasks
+def sent(env: Env) -> list[tuple[int, str]]:
+    """``advance`` messages the workers' handler sends for the CLI's requests, captured."""
+    return env.sent
 
-    calls: list[tuple[int, str]] = []
-    monkeypatch.setattr(tasks, "send_advance", lambda *args: calls.append(args))
-    return calls
+
+def close_client() -> None:
+    """Close the CLI's Celery app."""
+    if tasks._app is not None:
+        tasks._app.close()
+    tasks._app = None
 
 
 def cli(*args: str, input: str | None = None) -> Result:
@@ -235,19 +259,45 @@ def test_rotate_starts_one_run_and_a_second_rotate_returns_it(
         assert len(list(session.scalars(select(Run)))) == 1
 
 
-def test_rotate_with_the_broker_down_says_the_dispatcher_will_pick_it_up(
+def test_rotate_with_the_broker_down_says_so_and_starts_nothing(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rotation.cli import tasks
+    monkeypatch.setattr(tasks, "submit", SUBMIT)
+    monkeypatch.setattr(tasks, "_app", None)
+    monkeypatch.setenv("KEYTURN_BROKER_URL", "redis://:pw@127.0.0.1:6390/0")
+    try:
+        result = cli("rotate", "svc/fast")
+    finally:
+        close_client()
+    assert result.exit_code == 1, result.output
+    assert "could not send the request to the workers" in result.output
+    assert "nothing was done" in result.output and ":pw@" not in result.output
+    with env.runtime.ledger.sessions() as session:
+        assert list(session.scalars(select(Run))) == []
 
-    def down(*args: object) -> None:
-        raise ConnectionRefusedError("Error 111 connecting to redis://:pw@127.0.0.1:6390")
 
-    monkeypatch.setattr(tasks, "send_advance", down)
-    result = cli("rotate", "svc/fast")
-    assert result.exit_code == 0, result.output
-    assert "dispatcher will pick it up" in result.output
-    assert ":pw@" not in result.output
+def test_rotate_with_no_worker_gives_up_when_the_request_expires(env: Env) -> None:
+    import redis
+
+    queue = f"kt-test-{uuid.uuid4().hex[:8]}"
+    variables = {"KEYTURN_BROKER_URL": BROKER, "KEYTURN_QUEUE": queue}
+    try:
+        done = subprocess.run(
+            [*KEYTURN, "rotate", "svc/fast"],
+            env={**os.environ, **variables, "KEYTURN_REQUEST_TTL_SECONDS": "5"},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        with redis.Redis.from_url(BROKER) as client:
+            client.delete(queue)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no worker answered within 5s" in done.stderr
+    assert "expired unanswered and nothing was done" in done.stderr
+    with env.runtime.ledger.sessions() as session:
+        assert list(session.scalars(select(Run))) == []
 
 
 def test_rotate_unknown_secret_and_rotate_all(env: Env, sent: list[tuple[int, str]]) -> None:
@@ -262,6 +312,31 @@ def test_rotate_unknown_secret_and_rotate_all(env: Env, sent: list[tuple[int, st
     assert result.exit_code == 0, result.output
     assert {state for _, state in sent} == {"pending"} and len(sent) == 2
     assert cli("rotate-all", "nothing-matches", "--yes").exit_code == 3
+
+
+def test_rotate_all_again_starts_nothing_twice_and_wait_lists_what_did_not_succeed(
+    env: Env, sent: list[tuple[int, str]]
+) -> None:
+    first = cli("rotate-all", "svc/", "--yes")
+    assert first.exit_code == 0, first.output
+    assert "pending 2, running 0, succeeded 0" in first.output
+    assert "--since" in first.output  # how to follow it again without starting anything twice
+    runs = {run.secret: run for run in map(env.run, (run_id for run_id, _ in sent))}
+    assert env.drive(runs["svc/fast"].id).state == "succeeded"
+    env.drive(runs["svc/slow"].id)  # waits in its retire grace (1h)
+
+    again = cli("rotate-all", "svc/", "--yes", "--since", "1h", "--wait", "--timeout", "1")
+    assert "svc/fast was rotated since then" in again.output
+    assert "svc/slow is already being rotated" in again.output
+    assert len(sent) == 2  # nothing started twice
+    with env.runtime.ledger.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Run)) == 2
+    assert again.exit_code == 1  # one run still open after the timeout: listed
+    assert "1 of 2 runs did not succeed" in again.output
+    assert f"run {runs['svc/slow'].id}  svc/slow  restarted" in again.output
+
+    bad = cli("rotate-all", "svc/", "--yes", "--since", "yesterday-ish")
+    assert bad.exit_code == 2 and "--since" in bad.output
 
 
 def test_rotate_wait_follows_a_real_worker(env: Env, tmp_path: Path) -> None:

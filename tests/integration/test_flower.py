@@ -208,7 +208,9 @@ def test_flower_basic_auth_from_the_environment(cluster: Cluster) -> None:
     assert flower.call("GET", "/api/tasks", auth=None)[0] == 401
     wrong = "Basic " + base64.b64encode(b"ops:wrong").decode()
     assert flower.call("GET", "/api/tasks", auth=wrong)[0] == 401
-    assert flower.call("GET", "/api/tasks") == (200, "{}")
+    status, body = flower.call("GET", "/api/tasks")
+    # other tests' workers may share the broker (the suite runs in parallel): their tasks show too
+    assert status == 200 and isinstance(json.loads(body), dict)
     assert flower.call("GET", "/", auth=None)[0] == 401  # the dashboard too
 
 

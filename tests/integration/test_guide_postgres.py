@@ -145,7 +145,8 @@ def test_the_guide_rotates_a_login_under_a_running_application(
         while "db/orders_app" not in keyturn(cluster.env, "status"):  # beat synced the policy
             assert time.monotonic() < deadline, cluster.logs()
             time.sleep(0.5)
-        output = keyturn(cluster.env, "rotate", "db/orders_app", "--wait", "--timeout", "120")
+        operator = cluster.operator_env("dba")
+        output = keyturn(operator, "rotate", "db/orders_app", "--wait", "--timeout", "120")
         assert "succeeded" in output, output + cluster.logs()
         app.wait_for(r"moved to version \S+ of db/orders_app")
         app.wait_for(r"ok=\d+ failed=0 user=orders_app_clone$")

@@ -11,13 +11,9 @@ import uuid
 import pytest
 import redis
 
+from rotation.config import Quota, backend_quota
 from rotation.errors import ConfigurationError, Throttled
-from rotation.providers.limits import (
-    LimitedProvider,
-    Quota,
-    RequestLimiter,
-    quotas_from_env,
-)
+from rotation.providers.limits import LimitedProvider, RequestLimiter
 from rotation.providers.memory import MemoryProvider
 from tests.backends.faultproxy import FaultProxy
 from tests.backends.vault import OpenBao, new_prefix
@@ -132,12 +128,12 @@ def test_without_redis_requests_go_through_and_redis_is_not_asked_at_every_call(
 
 
 def test_quotas_come_from_the_published_defaults_or_the_environment() -> None:
-    assert quotas_from_env("aws", {}) == Quota(read=10_000, write=50, list=50, concurrency=32)
-    assert quotas_from_env("vault", {}).write == 0  # no fixed quota: unlimited
-    tuned = quotas_from_env("aws", {"KEYTURN_RATE_AWS_WRITE": "20", "KEYTURN_CONCURRENCY_AWS": "4"})
+    assert backend_quota("aws", {}) == Quota(read=10_000, write=50, list=50, concurrency=32)
+    assert backend_quota("vault", {}).unlimited  # no fixed quota
+    tuned = backend_quota("aws", {"KEYTURN_RATE_AWS_WRITE": "20", "KEYTURN_CONCURRENCY_AWS": "4"})
     assert tuned.write == 20 and tuned.concurrency == 4
     with pytest.raises(ConfigurationError, match="KEYTURN_RATE_AZURE_READ"):
-        quotas_from_env("azure", {"KEYTURN_RATE_AZURE_READ": "fast"})
+        backend_quota("azure", {"KEYTURN_RATE_AZURE_READ": "fast"})
 
 
 def test_a_vault_answering_429_is_throttled_and_the_limiter_waits_it_out(
@@ -166,3 +162,34 @@ def test_a_vault_answering_429_is_throttled_and_the_limiter_waits_it_out(
         assert [guarded.read("k").value for _ in range(20)] == ["v"] * 20
         for provider in (seed, raw):
             provider.close()
+
+
+def test_workers_draw_on_the_backend_quota_through_redis(ledger_url: str) -> None:
+    """The runtime wraps a backend that has a quota (keyed by its alias, in this deployment's
+    Redis namespace) and leaves an unlimited one as it is."""
+    from rotation.ledger.db import Ledger
+    from rotation.run.runtime import Runtime
+
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    environ = {
+        "KEYTURN_REDIS_URL": REDIS,
+        "KEYTURN_NAMESPACE": namespace,
+        "KEYTURN_RATE_MEMORY_READ": "5",
+        "KEYTURN_LEASE_SECONDS": "60",
+    }
+    runtime = Runtime(Ledger(ledger_url), environ=environ)
+    try:
+        provider = runtime.provider("memory")
+        assert isinstance(provider, LimitedProvider)
+        assert provider.limiter.prefix == f"keyturn:{namespace}:limits:memory"
+        assert provider.max_wait == pytest.approx(60 * 0.8 / 10)
+        provider.write("k", "v")
+        started = time.monotonic()
+        assert [provider.read("k").value for _ in range(15)] == ["v"] * 15
+        assert time.monotonic() - started >= 1.8  # 5 in the burst, then 5 a second
+        assert redis.Redis.from_url(REDIS).exists(f"keyturn:{namespace}:limits:memory:read")
+        unlimited = Runtime(Ledger(ledger_url), environ={"KEYTURN_REDIS_URL": REDIS})
+        assert not isinstance(unlimited.provider("memory"), LimitedProvider)
+        unlimited.close()
+    finally:
+        runtime.close()

@@ -115,7 +115,7 @@ def test_resolve_is_role_checked_and_denials_are_audited(
         denied = cli("resolve", "svc/fast", "--abandon")
         assert denied.exit_code != 0
         assert env.run(run_id).state == "needs_attention"
-        monkeypatch.setenv("KEYTURN_ACTOR", "olivia")
+        monkeypatch.setenv("KEYTURN_OPERATOR_KEY", str(env.schedules.parent / "keys/olivia.key"))
         allowed = cli("resolve", "svc/fast", "--abandon")
         assert allowed.exit_code == 0, allowed.output
     finally:

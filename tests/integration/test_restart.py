@@ -26,6 +26,8 @@ from rotation.rollout import ACK_RETENTION_SECONDS, Announcement, RolloutBus
 from tests.integration.test_engine import Clock, drive, make, write_policy
 
 REDIS = "redis://127.0.0.1:6379/0"
+#: The test's receivers listen on loopback, which a webhook may call only when allowed.
+LOOPBACK = "allow_networks: [127.0.0.0/8]"
 
 
 def policy(secret: str, restart: str, name: str = "p", extra: str = "") -> str:
@@ -295,7 +297,9 @@ def test_webhook_is_signed_and_retried(
 ) -> None:
     url, handler = receiver
     handler.answers[:] = [500, 200]
-    body = policy(secret, f'{{strategy: webhook, url: "{url}", hmac_secret: hooks/key}}')
+    body = policy(
+        secret, f'{{strategy: webhook, url: "{url}", hmac_secret: hooks/key, {LOOPBACK}}}'
+    )
     runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
     ((run_id, state),) = enqueue
     drive(engine, run_id, state, clock, dispatcher)
@@ -375,7 +379,9 @@ def test_a_webhook_that_keeps_failing_is_retried_for_its_budget_then_told_of_the
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     try:
         body = policy(
-            secret, f'{{strategy: webhook, url: "{url}", hmac_secret: hooks/key, retry_for: 2m}}'
+            secret,
+            f'{{strategy: webhook, url: "{url}", hmac_secret: hooks/key, retry_for: 2m, '
+            f"{LOOPBACK}}}",
         )
         runtime, engine, dispatcher, clock, enqueue = start_run(ledger_url, backend, tmp_path, body)
         ((run_id, state),) = enqueue

@@ -120,7 +120,9 @@ def test_rotations_under_load_fail_no_query(
         f"({final['ok'] / elapsed:.0f}/s) across {ROTATIONS} rotations, {final['failed']} failed"
     )
     assert final["failed"] == 0, final["errors"]
-    assert final["ok"] / elapsed >= 50, (final["ok"], elapsed)
+    # the application kept querying through every rotation (a stalled pool would show ~0/s);
+    # its throughput is a benchmark's business, not a test's (335/s when the machine is idle)
+    assert final["ok"] / elapsed >= 5, (final["ok"], elapsed)
     assert {m["version"] for m in final["moves"]} >= {r.to_version for r in runs(ledger)}
     current = dict(backend.read("app/cred").value)
     assert accepts(current["username"], current["password"])

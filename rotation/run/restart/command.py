@@ -1,6 +1,8 @@
 """``command``: run argv lists in order, each with the strategy's timeout, in a minimal
 environment (PATH, HOME, locale, the policy's ``pass_env`` and KEYTURN_SECRET/VERSION/RUN_ID/
 EVENT), so a command that prints its environment cannot leak the worker's own credentials.
+With ``run_as`` it runs as that user (uid, gid, groups), so it cannot read the worker's
+environment through ``/proc/$PPID/environ`` either; without it, it runs as the worker and can.
 ``KEYTURN_EVENT`` is ``promoted``, or ``rolled_back`` when a rollback runs the same commands
 (``KEYTURN_VERSION`` is then the version that is current again)."""
 
@@ -8,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import subprocess
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from rotation.errors import RotationError, StepBudgetExceeded
 from rotation.policy.restart import CommandRestart, RestartStrategy
@@ -41,6 +46,9 @@ def run_commands(step: StepInput, spec: RestartStrategy, progress: Progress) -> 
         KEYTURN_RUN_ID=str(step.run_id),
         KEYTURN_EVENT=move.event,
     )
+    identity = _identity(spec.run_as)
+    if identity is not None:
+        env["HOME"] = identity.home
     scrub = _scrubber(step)
     configured = spec.timeout.total_seconds()
     for argv in spec.commands:
@@ -53,9 +61,20 @@ def run_commands(step: StepInput, spec: RestartStrategy, progress: Progress) -> 
                 capture_output=True,
                 timeout=timeout,
                 check=False,
+                **(identity.popen_args() if identity is not None else {}),
             )
         except FileNotFoundError:
             raise RotationError(f"restart command not found: {argv[0]}", retryable=False) from None
+        except PermissionError:
+            raise RotationError(
+                f"restart command {argv[0]} could not start"
+                + (
+                    f" as {spec.run_as} (the worker must run as root to switch users)"
+                    if identity is not None
+                    else " (permission denied)"
+                ),
+                retryable=False,
+            ) from None
         except subprocess.TimeoutExpired:
             if timeout < configured:
                 raise StepBudgetExceeded(
@@ -77,6 +96,34 @@ def run_commands(step: StepInput, spec: RestartStrategy, progress: Progress) -> 
                 f"restart command {argv[0]} exited with status {done.returncode}", retryable=True
             )
     return WaveOutcome(note=f"{len(spec.commands)} restart command(s) succeeded")
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """The user a command runs as (``run_as``)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+    def popen_args(self) -> dict[str, Any]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
+
+
+def _identity(name: str | None) -> _Identity | None:
+    """``run_as`` looked up now (the user may have gone since the policy was loaded)."""
+    if name is None:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise RotationError(
+            f"restart command user {name!r} (run_as) does not exist on this worker",
+            retryable=False,
+        ) from None
+    groups = tuple(os.getgrouplist(name, entry.pw_gid))
+    return _Identity(entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
 
 
 def _scrubber(step: StepInput) -> Callable[[str], str]:

@@ -1,7 +1,7 @@
 """audit chain head: one row holding the last record's seq and hash (one-statement appends)
 
-Revision ID: 0006_audit_head
-Revises: 0005_expiry
+Revision ID: 0007_audit_head
+Revises: 0006_nonces
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_audit_head"
-down_revision: str | None = "0005_expiry"
+revision: str = "0007_audit_head"
+down_revision: str | None = "0006_nonces"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
