@@ -19,13 +19,25 @@ creates its runs, and they are followed until every one has succeeded. A chunk's
 from its first run created to its last run finished, both read from the ledger
 (``runs.created_at``, ``runs.finished_at``); a side's rate is its runs over its chunks' time.
 
-Target: celery rate / floor rate >= 0.5. Exit status 1 when it is missed.
+Before that, the floor's cost per rotation on the memory backend: ``PROFILED`` ``random``
+rotations in-process (same engine, a scratch Postgres ledger), first plain -- CPU time of this
+process, SQL statements (SQLAlchemy ``before_cursor_execute``) and transactions (a
+BEGIN..COMMIT block, or a statement run in autocommit) per rotation -- then under cProfile,
+whose top 20 (cumulative) is printed and kept in ``bench-throughput.prof.txt`` (or
+``--profile-out``). The local store's floor chunks are counted the same way.
+
+Targets (each printed with its figure; exit status 1 when one is missed):
+CPU per rotation in the floor <= 8 ms (memory and local), transactions per step <= 1,
+statements per rotation <= 20, celery rate / floor rate >= 0.8.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import os
+import pstats
 import shutil
 import signal
 import socket
@@ -40,16 +52,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import REPO, check, scratch_database
-from sqlalchemy import func, select
+from sqlalchemy import Engine as SqlEngine
+from sqlalchemy import event, func, select
 
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run
 from rotation.providers.local import LocalProvider, generate_key
+from rotation.providers.memory import MemoryProvider
 from rotation.run.engine import Engine
 from rotation.run.runtime import Runtime
 from rotation.scheduler.dispatcher import Dispatcher
 
-TARGET = 0.5
+TARGET = 0.8
+CPU_TARGET_MS = 8.0
+TX_PER_STEP_TARGET = 1.0
+STATEMENTS_TARGET = 20.0
+STEPS = 7  # create apply test promote restart retire finish
+PROFILED = 100
 N = 200
 CHUNKS = 4
 WARM = 10
@@ -78,6 +97,38 @@ def chunk_secrets(k: int) -> list[str]:
 
 
 # --- measuring --------------------------------------------------------------------------------
+
+
+class SqlCounter:
+    """Counts SQL statements and transactions on one SQLAlchemy engine while ``active``.
+
+    A transaction is a BEGIN..COMMIT/ROLLBACK block with at least one statement, or one
+    statement run in autocommit (its own transaction on the server)."""
+
+    def __init__(self, engine: SqlEngine) -> None:
+        self.statements = 0
+        self.transactions = 0
+        self.active = False
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._end)
+        event.listen(engine, "rollback", self._end)
+        event.listen(engine, "checkin", self._checkin)
+
+    def _statement(self, conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if not self.active:
+            return
+        self.statements += 1
+        if getattr(conn.connection.dbapi_connection, "autocommit", False):
+            self.transactions += 1
+        elif not conn.info.get("kt_in_tx"):
+            conn.info["kt_in_tx"] = True
+            self.transactions += 1
+
+    def _end(self, conn) -> None:  # type: ignore[no-untyped-def]
+        conn.info["kt_in_tx"] = False
+
+    def _checkin(self, dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["kt_in_tx"] = False  # the pool rolls back on return
 
 
 def group_cpu(pgid: int) -> float:
@@ -112,6 +163,8 @@ class Tally:
     busy: int = 0  # machine busy jiffies
     total: int = 0  # machine jiffies
     chunks: list[float] = field(default_factory=list)  # rotations/s of each chunk
+    statements: int = 0  # SQL statements of the rotating side (floor only)
+    transactions: int = 0
 
     @property
     def rate(self) -> float:
@@ -140,6 +193,19 @@ def span(ledger: Ledger, prefix: str) -> tuple[int, float]:
             )
         ).one()
     return int(count), (last - first).total_seconds()
+
+
+def drain(engine: Engine, enqueued: list[tuple[int, str]]) -> int:
+    """Advance the enqueued steps (and those they enqueue) in FIFO order; the steps run."""
+    queue = deque(enqueued)
+    steps = 0
+    while queue:
+        run_id, state = queue.popleft()
+        outcome = engine.advance(run_id, state)
+        steps += outcome.executed
+        if outcome.enqueue and outcome.state is not None:
+            queue.append((run_id, outcome.state.value))
+    return steps
 
 
 # --- the two sides ------------------------------------------------------------------------------
@@ -214,18 +280,21 @@ class Floor(Side):
         self.runtime = Runtime(Ledger(url), environ=environ, worker_id="bench-floor")
         self.engine = Engine(self.runtime)
         self.dispatcher = Dispatcher(self.runtime, self.schedules)
+        self.counter = SqlCounter(self.runtime.ledger.engine)
 
     def cpu(self) -> float:
         return time.process_time()
 
     def run(self, name: str, prefix: str, expected: int) -> None:
         self.add_policy(name, f"{prefix}*")
-        queue = deque(self.dispatcher.tick().enqueue)
-        while queue:
-            run_id, state = queue.popleft()
-            outcome = self.engine.advance(run_id, state)
-            if outcome.enqueue and outcome.state is not None:
-                queue.append((run_id, outcome.state.value))
+        counter = self.counter
+        s0, t0 = counter.statements, counter.transactions
+        enqueued = self.dispatcher.tick().enqueue  # the tick is not the rotations' cost
+        counter.active = True
+        drain(self.engine, enqueued)
+        counter.active = False
+        self.tally.statements += counter.statements - s0
+        self.tally.transactions += counter.transactions - t0
         total, finished, failed = progress(self.ledger, prefix)
         if failed or finished != total or total != expected:
             raise RuntimeError(f"floor: {prefix}: {finished}/{total} finished, {failed} failed")
@@ -373,11 +442,112 @@ def report(label: str, t: Tally) -> None:
     )
 
 
+@dataclass
+class Cost:
+    """The floor's cost per rotation on one backend."""
+
+    label: str
+    rotations: int
+    steps: int
+    cpu: float
+    statements: int
+    transactions: int
+
+    def show(self) -> bool:
+        cpu_ms = self.cpu / self.rotations * 1e3
+        per_step = self.transactions / self.steps
+        statements = self.statements / self.rotations
+        print(
+            f"  floor, {self.label}: {self.rotations} rotations, {self.steps} steps: "
+            f"CPU {cpu_ms:.1f} ms/rotation (target <= {CPU_TARGET_MS:g}); "
+            f"{statements:.1f} statements/rotation (target <= {STATEMENTS_TARGET:g}); "
+            f"{per_step:.2f} transactions/step (target <= {TX_PER_STEP_TARGET:g})"
+        )
+        ok = check(cpu_ms <= CPU_TARGET_MS, f"{self.label}: CPU {cpu_ms:.1f} ms per rotation")
+        ok &= check(
+            statements <= STATEMENTS_TARGET, f"{self.label}: {statements:.1f} statements/rotation"
+        )
+        ok &= check(
+            per_step <= TX_PER_STEP_TARGET,
+            f"{self.label}: {per_step:.2f} transactions per step"
+            + (f" ({TX_NOTE})" if per_step > TX_PER_STEP_TARGET else ""),
+        )
+        return bool(ok)
+
+
+#: Why a step takes more than one transaction (docs/rotation-run.md, "Lease" and "The fence").
+TX_NOTE = (
+    "the lease and its attempt are committed before the step's external action, so a worker "
+    "that dies mid-step has spent an attempt and no other worker runs the step meanwhile; the "
+    "transition commits after it, fenced by the lease; a step with an external action asks "
+    "the ledger for its lease before it: 2 per step, 3 with an action, each one statement"
+)
+
+
+def memory_cost(url: str, profile_out: Path) -> Cost:
+    """The floor on the memory backend: ``PROFILED`` rotations measured, as many profiled."""
+    backend = MemoryProvider()
+    environ = {"SECRETS_PROVIDER": "memory"}
+    runtime = Runtime(
+        Ledger(url), environ=environ, worker_id="bench-memory", providers={"memory": backend}
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="keyturn-bench-mem-") as tmp:
+            schedules = Path(tmp)
+            engine = Engine(runtime)
+            dispatcher = Dispatcher(runtime, schedules)
+            counter = SqlCounter(runtime.ledger.engine)
+
+            def rotate(name: str) -> tuple[int, float]:
+                for i in range(PROFILED):
+                    backend.write(f"{name}/key_{i:03d}", f"initial-{i}")
+                (schedules / f"{name}.yaml").write_text(
+                    POLICY.format(name=name, pattern=f"{name}/*")
+                )
+                enqueued = dispatcher.tick().enqueue
+                counter.active = True
+                cpu0 = time.process_time()
+                steps = drain(engine, enqueued)
+                cpu = time.process_time() - cpu0
+                counter.active = False
+                total, finished, failed = progress(runtime.ledger, f"{name}/")
+                if failed or finished != total or total != PROFILED:
+                    raise RuntimeError(f"memory: {finished}/{total} finished, {failed} failed")
+                return steps, cpu
+
+            rotate("mwarm")
+            counter.statements = counter.transactions = 0
+            steps, cpu = rotate("mtimed")
+            cost = Cost("memory", PROFILED, steps, cpu, counter.statements, counter.transactions)
+            profiler = cProfile.Profile(time.process_time)  # CPU, not waits
+            profiler.enable()
+            rotate("mprof")
+            profiler.disable()
+    finally:
+        runtime.close()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(20)
+    profile_out.write_text(out.getvalue())
+    print(f"cProfile (CPU time) of {PROFILED} random rotations (memory), top 20 cumulative:")
+    print("\n".join(out.getvalue().strip().splitlines()[:45]))
+    print(f"(kept in {profile_out})")
+    return cost
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--concurrency", type=int, default=2, help="worker -c (default 2)")
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        default=Path("bench-throughput.prof.txt"),
+        help="where the cProfile top 20 is kept (default bench-throughput.prof.txt)",
+    )
     args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores")
+    with scratch_database("memory") as memory_url:
+        memory = memory_cost(memory_url, args.profile_out)
     with tempfile.TemporaryDirectory(prefix="keyturn-bench-") as tmp, ExitStack() as stack:
         root = Path(tmp)
         pristine, key = make_store(root)
@@ -402,7 +572,11 @@ def main() -> int:
         report("floor  (sequential Engine.advance, in-process)", floor.tally)
         report(f"celery ({args.workers} worker, -c {args.concurrency}, Redis broker)", celery.tally)
         print(f"  ratio celery/floor: {ratio:.2f} (target >= {TARGET})")
-        ok = check(ratio >= TARGET, f"celery reaches {ratio:.2f}x the sequential floor")
+        t = floor.tally
+        local = Cost("local", t.runs, t.runs * STEPS, t.cpu, t.statements, t.transactions)
+        ok = memory.show()
+        ok &= local.show()
+        ok &= check(ratio >= TARGET, f"celery reaches {ratio:.2f}x the sequential floor")
     return 0 if ok else 1
 
 

@@ -343,39 +343,99 @@ def record_hash(record: AuditRecord) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def append(session: Session, event: AuditEvent) -> AuditRecord:
+def append(session: Session, event: AuditEvent) -> None:
     """Append ``event`` as the next record, in ``session``'s transaction.
 
-    Takes the chain's lock first (Postgres: an advisory transaction lock; SQLite: the database
-    write lock), then reads the last record, so two writers never fork the chain."""
+    Postgres: one statement (:func:`append_sql`) moves the chain's head row and inserts the
+    record; the head's row lock orders appenders. SQLite: the database write lock is taken
+    first, then the last record is read, so two writers never fork the chain."""
+    from sqlalchemy import text
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"WITH {append_sql()} SELECT 1"), append_params(event))
+        return
+    _append_locked(session, event)
+
+
+#: The canonical JSON of :func:`record_hash`, built by Postgres from the head row (``seq``,
+#: ``hash``: the previous record) and the ``a_*`` parameters; to_json escapes strings as
+#: Python's ``json.dumps(ensure_ascii=False)`` does (tests/integration/test_audit.py checks).
+_CANONICAL_SQL = """'{"action":' || to_json(CAST(:a_action AS text))::text
+ || ',"actor":' || to_json(CAST(:a_actor AS text))::text
+ || ',"at":"' || to_char(CAST(:a_at AS timestamptz) AT TIME ZONE 'UTC',
+                         'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || '"'
+ || ',"detail":' || COALESCE(to_json(CAST(:a_detail AS text))::text, 'null')
+ || ',"outcome":' || to_json(CAST(:a_outcome AS text))::text
+ || ',"prev_hash":' || to_json(hash)::text
+ || ',"run_id":' || COALESCE(CAST(CAST(:a_run_id AS bigint) AS text), 'null')
+ || ',"secret":' || COALESCE(to_json(CAST(:a_secret AS text))::text, 'null')
+ || ',"seq":' || CAST(seq + 1 AS text)
+ || ',"v"\\:1,"version_id":' || COALESCE(to_json(CAST(:a_version_id AS text))::text, 'null')
+ || '}'"""
+
+
+def append_sql(when: str = "") -> str:
+    """Postgres: the CTEs ``audit_h`` and ``audit_a`` of a ``WITH`` that appends one record
+    (parameters from :func:`append_params`), only if the SQL condition ``when`` holds.
+
+    The head row's ``UPDATE`` waits for a concurrent append to commit and then reads its new
+    head, so each record links to the one before it; the hash is the same SHA-256 of the same
+    canonical JSON that :func:`record_hash` (and so :func:`verify`) computes."""
+    condition = f" AND {when}" if when else ""
+    return f"""audit_h AS (
+  UPDATE audit_head SET seq = seq + 1, prev_hash = hash,
+    hash = encode(sha256(convert_to({_CANONICAL_SQL}, 'UTF8')), 'hex')
+  WHERE id = 1{condition}
+  RETURNING seq, prev_hash, hash
+), audit_a AS (
+  INSERT INTO audit_records
+    (seq, at, actor, action, secret, version_id, run_id, outcome, detail, prev_hash, hash)
+  SELECT seq, CAST(:a_at AS timestamptz), :a_actor, :a_action, :a_secret, :a_version_id,
+    CAST(:a_run_id AS bigint), :a_outcome, :a_detail, prev_hash, hash
+  FROM audit_h
+)"""
+
+
+def append_params(event: AuditEvent) -> dict[str, object]:
+    """The ``a_*`` parameters of :func:`append_sql` for ``event`` (fields cut to their size)."""
+    return {
+        "a_at": (event.at or datetime.now(UTC)).astimezone(UTC),
+        "a_actor": event.actor[:200],
+        "a_action": event.action[:40],
+        "a_secret": event.secret[:200] if event.secret else None,
+        "a_version_id": event.version_id[:200] if event.version_id else None,
+        "a_run_id": event.run_id,
+        "a_outcome": event.outcome[:80],
+        "a_detail": event.detail[:_DETAIL_CHARS] if event.detail else None,
+    }
+
+
+def _append_locked(session: Session, event: AuditEvent) -> None:
+    """SQLite: take the write lock, read the last record, insert the next one."""
     from sqlalchemy import select, text
 
-    from rotation.ledger.locks import AUDIT_CHAIN, xact_lock
     from rotation.ledger.models import AuditRecord
 
-    dialect = session.get_bind().dialect.name
-    xact_lock(session, AUDIT_CHAIN)
-    if dialect == "sqlite":  # a write statement takes SQLite's write lock for the transaction
-        session.execute(text("UPDATE audit_records SET seq = seq WHERE 1 = 0"))
+    session.execute(text("UPDATE audit_records SET seq = seq WHERE 1 = 0"))
     last = session.execute(
         select(AuditRecord.seq, AuditRecord.hash).order_by(AuditRecord.seq.desc()).limit(1)
     ).first()
+    params = append_params(event)
     record = AuditRecord(
         seq=last[0] + 1 if last else 1,
-        at=event.at or datetime.now(UTC),
-        actor=event.actor[:200],
-        action=event.action[:40],
-        secret=event.secret[:200] if event.secret else None,
-        version_id=event.version_id[:200] if event.version_id else None,
+        at=params["a_at"],
+        actor=params["a_actor"],
+        action=params["a_action"],
+        secret=params["a_secret"],
+        version_id=params["a_version_id"],
         run_id=event.run_id,
-        outcome=event.outcome[:80],
-        detail=event.detail[:_DETAIL_CHARS] if event.detail else None,
+        outcome=params["a_outcome"],
+        detail=params["a_detail"],
         prev_hash=last[1] if last else GENESIS_HASH,
     )
     record.hash = record_hash(record)
     session.add(record)
     session.flush()
-    return record
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,13 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-__all__ = ["AUDIT_CHAIN", "POLICY_SYNC", "RESTART_SLOTS", "xact_lock"]
+__all__ = ["POLICY_SYNC", "RESTART_SLOTS", "xact_lock"]
 
 #: One dispatcher syncs policy files at a time; the others then find nothing to do.
 POLICY_SYNC = 7450001
 #: Counting and claiming a policy's restart slots (scoped by the policy name).
 RESTART_SLOTS = 7450002
-#: Appending to the audit chain: the next ``seq`` and ``prev_hash`` are read under it.
-AUDIT_CHAIN = 7450003
+# 7450003 was the audit chain's lock; appends now order themselves on the ``audit_head`` row.
 
 
 def xact_lock(session: Session, key: int, scope: str | None = None) -> None:

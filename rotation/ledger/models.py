@@ -211,6 +211,20 @@ class AuditRecord(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditHead(Base):
+    """The chain's head, one row (``id`` 1): the last record's ``seq`` and ``hash``. Postgres
+    appends move it with one ``UPDATE`` (its row lock orders the appenders), so the next
+    record's position is read and claimed in the statement that inserts it."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigId)
+    #: The last record's hash (GENESIS_HASH before any) and the one before it.
+    hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+
+
 # --- manual requests (rotation/access/requests.py) ----------------------------------------------
 
 

@@ -23,18 +23,34 @@ rollback's announcement are bounded by time (the strategy's budget), not attempt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Interval,
+    Row,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.expression import Executable
 
-from rotation.access.audit import AuditEvent, transition_event
+from rotation.access.audit import AuditEvent, append_params, append_sql, transition_event
 from rotation.access.audit import append as audit_append
 from rotation.config import step_limits
 from rotation.durations import format_duration
@@ -48,7 +64,7 @@ from rotation.errors import (
     Throttled,
 )
 from rotation.ledger.locks import RESTART_SLOTS, xact_lock
-from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule
+from rotation.ledger.models import PolicyRow, Run, RunEvent, Schedule, UTCDateTime
 from rotation.policy import Policy
 from rotation.policy.due import next_due
 from rotation.providers.base import Provider
@@ -88,6 +104,9 @@ THROTTLED_SINCE = "throttled_since"
 _BEFORE_PROMOTION = frozenset(
     {RunState.PENDING, RunState.CREATED, RunState.APPLIED, RunState.TESTED}
 )
+#: How long a reading of the database's clock stands in for it, moved on by this host's
+#: monotonic clock (each lease taken reads it afresh): no extra round trip per timestamp.
+_CLOCK_ANCHOR_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -138,15 +157,11 @@ class StepLease:
 
     def held(self) -> bool:
         """Whether the ledger still says this lease is ours and live (database time)."""
-        now = self._engine.runtime.clock()
-        with self._engine.runtime.ledger.sessions() as session:
-            found = session.execute(
-                select(Run.id).where(
-                    Run.id == self.run_id,
-                    Run.lease_owner == self.owner,
-                    Run.lease_expires_at > now,
-                )
-            ).first()
+        engine = self._engine
+        params: dict[str, object] = {"run_id": self.run_id, "owner": self.owner}
+        if not engine.sql_clock:
+            params["at"] = engine.runtime.clock()
+        found = engine.execute_one(_held_statement(engine.sql_clock), params)
         return found is not None
 
     def renew(self) -> bool:
@@ -190,6 +205,54 @@ class Engine:
         self.backoff = backoff or ExponentialBackoff()
         self.pause_hook = pause_hook
         self.notify = Notifier(runtime.environ)
+        ledger = runtime.ledger
+        postgres = ledger.dialect == "postgresql"
+        #: Postgres and the database's own clock: read it inside the statements that use it.
+        self._sql_clock = postgres and runtime.clock == ledger.now
+        #: Postgres: a commit is one statement (data-modifying CTEs), run in autocommit.
+        self._fused = postgres
+        self._single = (
+            ledger.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if postgres
+            else ledger.engine
+        )
+        self._anchor: tuple[datetime, float] | None = None
+        self._local = threading.local()  # the connection of the step this thread runs
+
+    # --- the database's time, and single statements ------------------------------------------
+
+    def now(self) -> datetime:
+        """The runtime's clock (the database's): a recent reading moved on by this host's
+        monotonic clock when the runtime uses the database's clock, else the clock itself."""
+        anchor = self._anchor
+        if anchor is not None:
+            elapsed = time.monotonic() - anchor[1]
+            if elapsed < _CLOCK_ANCHOR_SECONDS:
+                return anchor[0] + timedelta(seconds=elapsed)
+        now = self.runtime.clock()
+        if self._sql_clock:
+            self._anchor = (now, time.monotonic())
+        return now
+
+    @property
+    def sql_clock(self) -> bool:
+        """Whether statements read the database's clock themselves (``clock_timestamp()``)."""
+        return self._sql_clock
+
+    def execute_one(
+        self, statement: Executable, params: dict[str, object] | None = None
+    ) -> Row[Any] | None:
+        """Run one statement in a transaction of its own (Postgres: autocommit, no BEGIN or
+        COMMIT round trip); its first row."""
+        held: Connection | None = getattr(self._local, "conn", None)
+        if held is not None and not held.invalidated:
+            # autocommit: the server committed the statement already; no COMMIT to send
+            row: Row[Any] | None = held.execute(statement, params or {}).first()
+            return row
+        with self._single.connect() as conn:
+            row = conn.execute(statement, params or {}).first()
+            conn.commit()
+        return row
 
     @property
     def _me(self) -> str:
@@ -203,53 +266,85 @@ class Engine:
     def _take_lease(
         self, run_id: int, expected: RunState | None, now: datetime, owner: str | None = None
     ) -> bool:
-        """Take the lease of an open run that is not leased and not waiting (``now``: the
-        database's time); counts an attempt of its current step."""
-        conditions = [
-            Run.id == run_id,
-            Run.state.not_in([s.value for s in FINAL_STATES]),
-            or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
-            or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= now),
-        ]
+        """Take the lease of an open run at ``now`` (the database's time); see :meth:`_take`."""
+        return self._take(run_id, expected, owner or self._new_owner(), now) is not None
+
+    def _take(
+        self, run_id: int, expected: RunState | None, owner: str, at: datetime | None = None
+    ) -> _Taken | None:
+        """Take the lease of an open run that is not leased and not waiting, counting an
+        attempt of its current step: one compare-and-set ``UPDATE`` that returns the run, the
+        database's time it used, and what the step needs of its policy and schedule."""
+        sql_clock = at is None and self._sql_clock
+        params: dict[str, object] = {"run_id": run_id, "owner": owner}
+        if sql_clock:
+            params["lease"] = self.lease
+        else:
+            now = at if at is not None else self.runtime.clock()
+            params.update(at=now, expires=now + self.lease)
         if expected is not None:
-            conditions.append(Run.state == expected.value)
-        with self.runtime.ledger.transaction() as session:
-            taken = session.execute(
-                update(Run)
-                .where(*conditions)
-                .values(
-                    lease_owner=owner or self._new_owner(),
-                    lease_expires_at=now + self.lease,
-                    attempt=Run.attempt + 1,
-                    updated_at=now,
-                )
-                .returning(Run.id)
-            ).first()
-        return taken is not None
+            params["expected"] = expected.value
+        statement = _take_statement(sql_clock, expected is not None)
+        row = self.execute_one(statement, params)
+        if row is None:
+            return None
+        values = row._mapping
+        if self._sql_clock:
+            self._anchor = (values["lease_now"], time.monotonic())
+        # a detached Run holding what the step uses, built without the ORM's attribute events
+        run = Run.__mapper__.class_manager.new_instance()
+        run.__dict__.update({column.key: values[column.key] for column in _TAKEN_COLUMNS})
+        return _Taken(
+            run,
+            values["lease_now"],
+            values["policy_hash"],
+            values["policy_removed_at"],
+            values["schedule_removed_at"],
+        )
+
+    def _policy_of(self, run: Run, spec_hash: str | None) -> Policy:
+        """The run's policy, parsed once per spec (read from the ledger only when it changed)."""
+        cached = self.runtime.cached_policy(run.policy_name, spec_hash) if spec_hash else None
+        if cached is not None:
+            return cached
+        with self.runtime.ledger.sessions() as session:
+            row = session.get(PolicyRow, run.policy_name)
+        if row is None:
+            raise ConfigurationError(f"policy {run.policy_name!r} no longer exists")
+        return self.runtime.policy(row)
 
     # --- the one entry point ---------------------------------------------------------------
 
     def advance(self, run_id: int, expected: RunState | str | None = None) -> Advance:
         """Run the next step of ``run_id`` if this worker can take its lease."""
+        if not self._fused:
+            return self._advance(run_id, expected)
+        # Postgres: the step's statements share one pooled connection (checked, and pinged,
+        # once); each statement still commits on its own (autocommit), so no transaction or
+        # lock stays open during the step's external action
+        with self._single.connect() as conn:
+            self._local.conn = conn
+            try:
+                return self._advance(run_id, expected)
+            finally:
+                self._local.conn = None
+
+    def _advance(self, run_id: int, expected: RunState | str | None) -> Advance:
         expected_state = RunState(expected) if expected is not None else None
         started = time.monotonic()
-        now = self.runtime.clock()
         owner = self._new_owner()
-        if not self._take_lease(run_id, expected_state, now, owner):
+        taken = self._take(run_id, expected_state, owner)
+        if taken is None:
             return Advance(run_id, expected_state, executed=False)
+        run, now = taken.run, taken.now
         lease = StepLease(self, run_id, owner, started)
-        with self.runtime.ledger.sessions() as session:
-            run = session.get(Run, run_id)
-            assert run is not None
-            policy_row = session.get(PolicyRow, run.policy_name)
-            schedule = session.get(Schedule, run.secret)
         state = RunState(run.state)
         step_name, _ = STEPS[state]
         # setting the step up (policy, provider, rotator) can fail: that is an attempt too
         try:
-            if policy_row is None:
+            if taken.policy_hash is None:
                 raise ConfigurationError(f"policy {run.policy_name!r} no longer exists")
-            policy = self.runtime.policy(policy_row)
+            policy = self._policy_of(run, taken.policy_hash)
             step = self.step_input(run, policy, now, guard=lease)
         except Exception as exc:
             return self._on_setup_error(run, state, step_name, exc, owner)
@@ -261,7 +356,7 @@ class Engine:
         if deadline is not None and now >= deadline + self.lease:  # its tries keep dying
             message = f"{run.last_error or 'no try finished'}; its time budget ran out"
             return self._give_up(run, state, step_name, step, message, lease)
-        removed = _removal(run, policy_row, schedule)
+        removed = _removal(run, taken.policy_removed_at, taken.schedule_removed_at)
         if removed is not None and state in _BEFORE_PROMOTION:
             # governed no more: undo what is not yet live (a promoted value finishes its run)
             return self._fail(run, state, step_name, step, removed, lease)
@@ -334,45 +429,43 @@ class Engine:
         outcome: str,
         message: str | None,
         values: dict[str, object],
-        schedule_update: Callable[[Session, datetime], None] | None = None,
+        schedule_update: _Reschedule | None = None,
         audit: AuditEvent | None = None,
     ) -> bool:
-        now = self.runtime.clock()
-        with self.runtime.ledger.transaction() as session:
-            changed = session.execute(
-                update(Run)
-                .where(Run.id == run.id, Run.lease_owner == owner, Run.state == run.state)
-                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
-                .returning(Run.id)
-            ).first()
-            if changed is None:
-                log.warning(
-                    "lease lost before commit; the step will be redone by the lease holder",
-                    extra={"action": "run.lease_lost", "run_id": run.id, "step": step_name},
-                )
-                return False
-            session.add(
-                RunEvent(
-                    run_id=run.id,
-                    at=now,
-                    step=step_name,
-                    from_state=run.state,
-                    to_state=to_state.value,
-                    outcome=outcome,
-                    attempt=run.attempt,
-                    worker=owner.split("#", 1)[0],
-                    message=message,
-                )
+        """Commit a transition, fenced by ``owner``: the run's row, its event, the schedule
+        (``schedule_update``) and the audit records, all or nothing. Postgres: one statement."""
+        now = self.now()
+        audits = [dataclasses.replace(audit, at=now)] if audit is not None else []
+        if to_state.value != run.state:
+            audits.append(
+                transition_event(run, to_state.value, step_name, outcome, message, now, values)
             )
-            if schedule_update is not None:
-                schedule_update(session, now)
-            if audit is not None:
-                audit_append(session, dataclasses.replace(audit, at=now))
-            if to_state.value != run.state:  # audit: last, so the chain's lock is held briefly
-                event = transition_event(
-                    run, to_state.value, step_name, outcome, message, now, values
-                )
-                audit_append(session, event)
+        event = {
+            "run_id": run.id,
+            "at": now,
+            "step": step_name,
+            "from_state": run.state,
+            "to_state": to_state.value,
+            "outcome": outcome,
+            "attempt": run.attempt,
+            "worker": owner.split("#", 1)[0],
+            "message": message,
+        }
+        run_values = {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **values}
+        if self._fused and len(audits) <= 1:
+            committed = self._commit_fused(
+                run, owner, run_values, event, schedule_update, audits[0] if audits else None, now
+            )
+        else:
+            committed = self._commit_steps(
+                run, owner, run_values, event, schedule_update, audits, now
+            )
+        if not committed:
+            log.warning(
+                "lease lost before commit; the step will be redone by the lease holder",
+                extra={"action": "run.lease_lost", "run_id": run.id, "step": step_name},
+            )
+            return False
         log.info(
             "run %s %s: %s -> %s (%s)",
             run.id,
@@ -390,6 +483,57 @@ class Engine:
         )
         return True
 
+    def _commit_fused(
+        self,
+        run: Run,
+        owner: str,
+        run_values: dict[str, object],
+        event: dict[str, object],
+        schedule_update: _Reschedule | None,
+        audit: AuditEvent | None,
+        now: datetime,
+    ) -> bool:
+        """Postgres: the whole commit as one statement of data-modifying CTEs; each part after
+        the run's fenced ``UPDATE`` (``r``) happens only if that matched. The audit head's row
+        is locked last, for the shortest time."""
+        params: dict[str, object] = {"run_id": run.id, "owner": owner, "from_state": run.state}
+        params.update({f"v_{key}": value for key, value in run_values.items()})
+        params.update({f"e_{key}": value for key, value in event.items()})
+        if schedule_update is not None:
+            params.update(schedule_update.params(now))
+        if audit is not None:
+            params.update(append_params(audit))
+        statement = _fused_commit(tuple(run_values), schedule_update is not None, audit is not None)
+        return self.execute_one(statement, params) is not None
+
+    def _commit_steps(
+        self,
+        run: Run,
+        owner: str,
+        run_values: dict[str, object],
+        event: dict[str, object],
+        schedule_update: _Reschedule | None,
+        audits: list[AuditEvent],
+        now: datetime,
+    ) -> bool:
+        """The commit as a transaction of statements (SQLite; two audit records), in the
+        fused statement's lock order: the run, the schedule, the audit chain."""
+        with self.runtime.ledger.transaction() as session:
+            changed = session.execute(
+                update(Run)
+                .where(Run.id == run.id, Run.lease_owner == owner, Run.state == run.state)
+                .values(**run_values)
+                .returning(Run.id)
+            ).first()
+            if changed is None:
+                return False
+            session.add(RunEvent(**event))
+            if schedule_update is not None:
+                schedule_update.apply(session, now)
+            for audit in audits:
+                audit_append(session, audit)
+        return True
+
     def _transition(
         self,
         run: Run,
@@ -400,7 +544,7 @@ class Engine:
         owner: str,
     ) -> Advance:
         new_state = NEXT_STATE[state]
-        now = self.runtime.clock()
+        now = self.now()
         values: dict[str, object] = {
             "state": new_state.value,
             "attempt": 0,
@@ -520,7 +664,7 @@ class Engine:
         delay = self.backoff.delay(max(1, run.attempt))
         if deadline is not None:  # a time budget: tries are cheap, come back soon after a fix
             delay = min(delay, TIMED_RETRY_CAP)
-        wait_until = self.runtime.clock() + delay
+        wait_until = self.now() + delay
         if deadline is not None:
             wait_until = min(wait_until, deadline)  # the last try comes at the deadline
         self._commit(
@@ -559,7 +703,7 @@ class Engine:
         if not is_retryable(exc):
             return self._fail(run, state, step_name, step, error, lease)
         if deadline is not None:  # a time budget: retried until it ends, whatever the count
-            if self.runtime.clock() >= deadline:
+            if self.now() >= deadline:
                 budget = f"its time budget ran out at {deadline:%Y-%m-%dT%H:%M:%SZ}"
                 return self._give_up(run, state, step_name, step, f"{error} ({budget})", lease)
             return self._retry_later(run, state, step_name, error, lease.owner, deadline)
@@ -694,7 +838,7 @@ class Engine:
         audit: AuditEvent | None = None,
     ) -> Advance:
         """Move a promoted run to ``rolling_back``; it ends in ``end`` once rolled back."""
-        now = self.runtime.clock()
+        now = self.now()
         message = (
             f"{error}; rolling back: the previous version is made current again and announced "
             "through the restart strategy before the new credential is revoked"
@@ -771,7 +915,7 @@ class Engine:
         outcome: str = "failed",
         retry_after: timedelta | None = None,
     ) -> Advance:
-        now = self.runtime.clock()
+        now = self.now()
         committed = self._commit(
             run,
             owner=owner,
@@ -798,24 +942,8 @@ class Engine:
 
     def _reschedule(
         self, run: Run, policy: Policy, *, rotated: bool, retry_after: timedelta | None = None
-    ) -> Callable[[Session, datetime], None]:
-        def apply(session: Session, now: datetime) -> None:
-            schedule = session.execute(
-                select(Schedule).where(Schedule.secret == run.secret).with_for_update()
-            ).scalar_one_or_none()
-            if schedule is None or schedule.policy_name != run.policy_name:
-                return
-            schedule.last_run_id = run.id
-            if rotated:
-                schedule.last_rotated_at = now
-            if schedule.removed_at is not None:
-                return  # kept for its history; never due while removed
-            if rotated:
-                schedule.next_due_at = next_due(policy, run.secret, now, now)
-            else:
-                schedule.next_due_at = now + (retry_after or FAILED_RETRY_DELAY)
-
-        return apply
+    ) -> _Reschedule:
+        return _Reschedule(run.id, run.secret, run.policy_name, policy, rotated, retry_after)
 
     # --- a human's way out of needs_attention --------------------------------------------
 
@@ -1071,16 +1199,194 @@ class Engine:
 _FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
 
 
-def _removal(run: Run, policy: PolicyRow | None, schedule: Schedule | None) -> str | None:
+@dataclass(frozen=True)
+class _Reschedule:
+    """What a run's end does to its secret's schedule (if the schedule is still its policy's):
+    the last run, and unless the schedule was removed, the next due time (a success: from the
+    policy; a failure: after ``retry_after``)."""
+
+    run_id: int
+    secret: str
+    policy_name: str
+    policy: Policy
+    rotated: bool
+    retry_after: timedelta | None
+
+    def next_due(self, now: datetime) -> datetime:
+        if self.rotated:
+            return next_due(self.policy, self.secret, now, now)
+        return now + (self.retry_after or FAILED_RETRY_DELAY)
+
+    def params(self, now: datetime) -> dict[str, object]:
+        """The ``s_*`` parameters of the fused commit's schedule part."""
+        return {
+            "s_secret": self.secret,
+            "s_policy": self.policy_name,
+            "s_rotated": self.rotated,
+            "s_next_due": self.next_due(now),
+        }
+
+    def apply(self, session: Session, now: datetime) -> None:
+        schedule = session.execute(
+            select(Schedule).where(Schedule.secret == self.secret).with_for_update()
+        ).scalar_one_or_none()
+        if schedule is None or schedule.policy_name != self.policy_name:
+            return
+        schedule.last_run_id = self.run_id
+        if self.rotated:
+            schedule.last_rotated_at = now
+        if schedule.removed_at is None:  # kept for its history; never due while removed
+            schedule.next_due_at = self.next_due(now)
+
+
+_RUN_COLUMNS = Run.__table__.c
+#: What a step and its commit read of the run (the lease take returns only these).
+_TAKEN_COLUMNS = tuple(
+    _RUN_COLUMNS[name]
+    for name in (
+        "id",
+        "secret",
+        "policy_name",
+        "provider",
+        "actor",
+        "state",
+        "attempt",
+        "max_attempts",
+        "token",
+        "from_version",
+        "to_version",
+        "state_entered_at",
+        "last_error",
+        "step_data",
+    )
+)
+
+
+def _now_column(sql_clock: bool) -> ColumnElement[datetime]:
+    """The time a statement compares with: Postgres' ``clock_timestamp()`` read once (a CTE
+    ``t``), or the parameter ``at`` (a runtime with a clock of its own; SQLite)."""
+    if sql_clock:
+        return select(func.clock_timestamp(type_=UTCDateTime()).label("now")).cte("t").c.now
+    return bindparam("at", type_=UTCDateTime())
+
+
+@functools.lru_cache(maxsize=4)
+def _take_statement(sql_clock: bool, expected: bool) -> Executable:
+    """The lease's compare-and-set ``UPDATE`` (built once: parameters ``run_id``, ``owner``,
+    ``lease``, ``expected``, ``at``), returning the run, the time it used, its policy's spec
+    hash and removal, and its schedule's removal."""
+    now = _now_column(sql_clock)
+    conditions = [
+        Run.id == bindparam("run_id"),
+        Run.state.not_in([s.value for s in FINAL_STATES]),
+        or_(Run.lease_expires_at.is_(None), Run.lease_expires_at < now),
+        or_(Run.next_attempt_at.is_(None), Run.next_attempt_at <= now),
+    ]
+    if expected:
+        conditions.append(Run.state == bindparam("expected"))
+
+    def policy(column: InstrumentedAttribute[Any]) -> ColumnElement[Any]:
+        found = select(column).where(PolicyRow.name == Run.policy_name)
+        return found.correlate(Run).scalar_subquery()
+
+    schedule_removed = (
+        select(Schedule.removed_at)
+        .where(Schedule.secret == Run.secret, Schedule.policy_name == Run.policy_name)
+        .correlate(Run)
+        .scalar_subquery()
+    )
+    return (
+        update(Run)
+        .where(*conditions)
+        .values(
+            lease_owner=bindparam("owner"),
+            lease_expires_at=now + bindparam("lease", type_=Interval())
+            if sql_clock
+            else bindparam("expires", type_=UTCDateTime()),
+            attempt=Run.attempt + 1,
+            updated_at=now,
+        )
+        .returning(
+            *_TAKEN_COLUMNS,
+            now.label("lease_now"),
+            policy(PolicyRow.spec_hash).label("policy_hash"),
+            policy(PolicyRow.removed_at).label("policy_removed_at"),
+            schedule_removed.label("schedule_removed_at"),
+        )
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _held_statement(sql_clock: bool) -> Executable:
+    """Whether lease ``owner`` of run ``run_id`` is live (built once)."""
+    return select(Run.id).where(
+        Run.id == bindparam("run_id"),
+        Run.lease_owner == bindparam("owner"),
+        Run.lease_expires_at > _now_column(sql_clock),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _fused_commit(columns: tuple[str, ...], schedule: bool, audit: bool) -> TextClause:
+    """The fused commit statement for the run columns set, with or without the schedule's and
+    the audit record's parts (cached: a handful of shapes)."""
+    sets = ", ".join(f"{name} = :v_{name}" for name in columns)
+    parts = [
+        f"""r AS (
+  UPDATE runs SET {sets}
+  WHERE id = :run_id AND lease_owner = :owner AND state = :from_state
+  RETURNING id
+)""",
+        """e AS (
+  INSERT INTO run_events (run_id, at, step, from_state, to_state, outcome, attempt, worker,
+                          message)
+  SELECT id, :e_at, :e_step, :e_from_state, :e_to_state, :e_outcome, :e_attempt, :e_worker,
+         :e_message
+  FROM r
+)""",
+    ]
+    if schedule:
+        parts.append(
+            """s AS (
+  UPDATE schedules SET last_run_id = :run_id,
+    last_rotated_at = CASE WHEN :s_rotated THEN :e_at ELSE last_rotated_at END,
+    next_due_at = CASE WHEN removed_at IS NULL THEN :s_next_due ELSE next_due_at END
+  WHERE secret = :s_secret AND policy_name = :s_policy AND EXISTS (SELECT 1 FROM r)
+)"""
+        )
+    if audit:
+        parts.append(append_sql("EXISTS (SELECT 1 FROM r)"))
+    binds = [bindparam(f"v_{name}", type_=_RUN_COLUMNS[name].type) for name in columns]
+    binds += [
+        bindparam("e_at", type_=UTCDateTime()),
+        bindparam("s_next_due", type_=UTCDateTime()),
+        bindparam("s_rotated", type_=Boolean()),
+    ]
+    sql = "WITH " + ",\n".join(parts) + "\nSELECT id FROM r"
+    present = [b for b in binds if f":{b.key}" in sql]
+    return text(sql).bindparams(*present)
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """A lease just taken: the run as the ledger returned it, the database's time then, and
+    its policy's spec hash and removal and its schedule's (None: no such row, or not removed)."""
+
+    run: Run
+    now: datetime
+    policy_hash: str | None
+    policy_removed_at: datetime | None
+    schedule_removed_at: datetime | None
+
+
+def _removal(
+    run: Run, policy_removed_at: datetime | None, schedule_removed_at: datetime | None
+) -> str | None:
     """Why ``run``'s secret is governed no more (its policy, or its place in it, was removed
     for good), or None."""
-    if policy is not None and policy.removed_at is not None:
+    if policy_removed_at is not None:
         return f"policy {run.policy_name!r} was removed"
-    if (
-        schedule is not None
-        and schedule.policy_name == run.policy_name
-        and schedule.removed_at is not None
-    ):
+    if schedule_removed_at is not None:
         return f"policy {run.policy_name!r} no longer governs {run.secret!r}"
     return None
 

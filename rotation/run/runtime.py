@@ -100,6 +100,11 @@ class Runtime:
     def rotator(self, kind: str) -> Rotator:
         return get_rotator(kind)
 
+    def cached_policy(self, name: str, spec_hash: str) -> Policy | None:
+        """The policy already parsed for ``name`` at ``spec_hash``, if any (no ledger read)."""
+        cached = self._policies.get(name)
+        return cached[1] if cached is not None and cached[0] == spec_hash else None
+
     def policy(self, row: PolicyRow) -> Policy:
         """The validated policy of a ledger row, parsed once per spec."""
         cached = self._policies.get(row.name)

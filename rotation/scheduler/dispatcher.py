@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -117,6 +117,7 @@ class Dispatcher:
         schedules_dir: str | Path,
         *,
         batch: int = 1000,
+        busy_batch: int = 10,
         redeliver_after: timedelta = timedelta(seconds=60),
         glob_refresh: timedelta = timedelta(minutes=5),
         removal_grace: timedelta = timedelta(minutes=15),
@@ -125,6 +126,7 @@ class Dispatcher:
         self.runtime = runtime
         self.schedules_dir = Path(schedules_dir)
         self.batch = batch
+        self.busy_batch = busy_batch
         self.redeliver_after = redeliver_after
         self.glob_refresh = glob_refresh
         self.removal_grace = removal_grace
@@ -510,7 +512,13 @@ class Dispatcher:
     # --- 3. crash recovery ---------------------------------------------------------------
 
     def recover_stalled(self, now: datetime, report: TickReport | None = None) -> list[int]:
-        """Re-enqueue open runs that are ready, unleased, and not enqueued recently."""
+        """Re-enqueue open runs that are ready, unleased, and not enqueued recently, oldest
+        first.
+
+        While workers are moving runs (a run changed within the redelivery window), a stale
+        run is more likely queued behind the work (a mass rotation whose queue takes longer
+        than the window to drain) than lost: at most ``busy_batch`` are sent again per tick,
+        so the duplicates do not crowd out the work. When nothing moves, up to ``batch``."""
         cutoff = now - self.redeliver_after
         ready = (
             text(_OPEN_STATES_SQL),
@@ -518,16 +526,30 @@ class Dispatcher:
             (Run.lease_expires_at.is_(None)) | (Run.lease_expires_at < now),
             (Run.enqueued_at.is_(None)) | (Run.enqueued_at < cutoff),
         )
+        with self.runtime.ledger.sessions() as session:
+            moved = session.scalar(select(func.max(Run.updated_at)).where(text(_OPEN_STATES_SQL)))
+        limit = self.busy_batch if moved is not None and moved >= cutoff else self.batch
         with self.runtime.ledger.transaction() as session:
-            candidates = select(Run.id).where(*ready).limit(self.batch)
+            candidates = (
+                select(Run.id)
+                .where(*ready)
+                .order_by(Run.enqueued_at.asc().nulls_first())
+                .limit(limit)
+            )
             if self.runtime.ledger.dialect == "postgresql":
                 candidates = candidates.with_for_update(skip_locked=True)
-            rows = session.execute(
-                update(Run)
-                .where(Run.id.in_(candidates.scalar_subquery()), *ready)
-                .values(enqueued_at=now)
-                .returning(Run.id, Run.state)
-            ).all()
+            # chosen first, then updated: a LIMIT inside the UPDATE's IN (...) was not kept
+            chosen = list(session.scalars(candidates))
+            rows = (
+                session.execute(
+                    update(Run)
+                    .where(Run.id.in_(chosen), *ready)
+                    .values(enqueued_at=now)
+                    .returning(Run.id, Run.state)
+                ).all()
+                if chosen
+                else []
+            )
         if report is not None:
             report.recovered += len(rows)
             report.enqueue.extend((run_id, state) for run_id, state in rows)

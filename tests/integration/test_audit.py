@@ -124,6 +124,33 @@ def test_concurrent_writers_on_sqlite(tmp_path) -> None:
         ledger.dispose()
 
 
+AWKWARD = [
+    'quote " backslash \\ slash /',
+    "newline\n tab\t cr\r bell\x07 unit\x1f del\x7f",
+    "unicode: é ü 日本 🔑 \u2028 \u00a0",
+    "",
+]
+
+
+def test_postgres_computes_the_hash_verify_computes(ledger) -> None:
+    """Appends hash their record in SQL (one statement); each must equal record_hash of the
+    stored row for every kind of text, or verify would call the record edited."""
+    sink = LedgerAuditSink(ledger)
+    at = datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=UTC)
+    for i, awkward in enumerate(AWKWARD):
+        sink.write(AuditEvent("secret.put", awkward or "x", "ok", awkward, awkward, i, awkward))
+        sink.write(AuditEvent("secret.get", "bob", f"error:{awkward}", None, None, None, None, at))
+    chain = rows(ledger)
+    assert [r.seq for r in chain] == list(range(1, 2 * len(AWKWARD) + 1))
+    assert [r.hash for r in chain] == [record_hash(r) for r in chain]
+    assert [r.prev_hash for r in chain] == [GENESIS_HASH] + [r.hash for r in chain[:-1]]
+    assert chain[1].at == at
+    assert check(ledger).ok
+    with ledger.sessions() as session:
+        head = session.execute(text("SELECT seq, hash FROM audit_head")).one()
+    assert tuple(head) == (chain[-1].seq, chain[-1].hash)
+
+
 # --- tampering, with real SQL -----------------------------------------------------------------
 
 

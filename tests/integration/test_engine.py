@@ -467,3 +467,58 @@ def test_a_run_whose_policy_went_missing_goes_on_until_the_removal_is_confirmed(
     run = run_row(ledger_url, run_id)
     assert "policy 'api-keys' was removed; rolled back" in (run.last_error or "")
     assert backend.read("api_key_ncbi").value == "initial"
+
+
+def test_embedded_sqlite_ledger_rotates_with_the_database_clock(tmp_path: Path) -> None:
+    """The embedded ledger (SQLite: no fused commit, times passed in): every step keeps its
+    lease to the end, the run succeeds, the schedule moves on and the audit chain holds."""
+    from rotation.access.audit import verify
+    from rotation.ledger.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    upgrade(url)
+    backend = MemoryProvider()
+    backend.write("api_key_ncbi", "initial")
+    runtime = Runtime(Ledger(url), worker_id="w1", providers={"memory": backend})
+    _RUNTIMES.append(runtime)
+    engine = Engine(runtime, lease=timedelta(minutes=5))
+    write_policy(tmp_path / "schedules", BASIC.replace("retire_after: 10m", "retire_after: 0s"))
+    queue = list(Dispatcher(runtime, tmp_path / "schedules").tick().enqueue)
+    assert len(queue) == 1
+    while queue:
+        run_id, state = queue.pop(0)
+        outcome = engine.advance(run_id, state)
+        assert outcome.executed, f"step from {state} did not run"
+        if outcome.enqueue and outcome.state is not None:
+            queue.append((run_id, outcome.state.value))
+    with runtime.ledger.sessions() as session:
+        run = session.scalars(select(Run)).one()
+        schedule = session.get(Schedule, "api_key_ncbi")
+        assert verify(session).ok
+    assert run.state == RunState.SUCCEEDED.value
+    assert schedule is not None and schedule.last_rotated_at is not None
+    assert schedule.next_due_at is not None and schedule.next_due_at > schedule.last_rotated_at
+    assert backend.read("api_key_ncbi").value != "initial"
+
+
+def test_recovery_trickles_while_workers_move_runs(ledger_url, clock, schedules) -> None:
+    """A stale run is sent again oldest first; while workers are moving runs (a backlog
+    draining) only ``busy_batch`` per tick, so duplicates cannot crowd out the work; once
+    nothing moves, the rest."""
+    backend = MemoryProvider()
+    for name in ("a", "b", "c", "d"):
+        backend.write(f"api_key_{name}", "initial")
+    runtime, engine, _ = make(ledger_url, backend, clock, schedules)
+    dispatcher = Dispatcher(runtime, schedules, busy_batch=2)
+    assert len(dispatcher.tick().enqueue) == 4
+    with runtime.ledger.transaction() as session:
+        runs = {r.secret[-1]: r for r in session.scalars(select(Run))}
+        for offset, name in enumerate("dcba"):  # a was sent last
+            runs[name].enqueued_at = START + timedelta(seconds=10 * offset)
+        ids = {name: run.id for name, run in runs.items()}
+    clock.now = START + timedelta(seconds=100)
+    assert engine.advance(ids["a"], "pending").executed  # a worker moves a run
+    clock.now = START + timedelta(seconds=110)  # b, c, d stale (sent 70 s ago and more)
+    assert set(dispatcher.recover_stalled(clock.now)) == {ids["d"], ids["c"]}  # oldest two
+    clock.now = START + timedelta(hours=1)  # nothing moved for longer than the window
+    assert ids["b"] in dispatcher.recover_stalled(clock.now)
