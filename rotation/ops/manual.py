@@ -96,7 +96,16 @@ def _authenticate(
     return _Sender(request.actor, request)
 
 
-def _audit(runtime: Runtime, event: AuditEvent) -> None:
+def _audit_refusal(runtime: Runtime, exc: RequestRefused, action: str, secret: str | None) -> None:
+    """``request.refused`` with the claimed actor and the reason, never the arguments."""
+    event = AuditEvent(
+        action="request.refused",
+        actor=exc.claimed,
+        outcome="denied",
+        secret=secret,
+        detail=f"{action}: {exc.reason}",
+        at=runtime.clock(),
+    )
     with runtime.ledger.transaction() as session:
         audit_append(session, event)
 
@@ -122,17 +131,7 @@ def handle(
     try:
         sender = _authenticate(runtime, settings, action, args, signed, claimed)
     except RequestRefused as exc:
-        _audit(
-            runtime,
-            AuditEvent(
-                action="request.refused",
-                actor=exc.claimed,
-                outcome="denied",
-                secret=secret,
-                detail=f"{action}: {exc.reason}",
-                at=runtime.clock(),
-            ),
-        )
+        _audit_refusal(runtime, exc, action, secret)
         return Handled(_error(exc))
     except KeyturnError as exc:  # a broken keyring: the workers' configuration, not the sender
         return Handled(_error(exc))
@@ -156,17 +155,7 @@ def handle(
                     ),
                 )
         except RequestRefused as exc:
-            _audit(
-                runtime,
-                AuditEvent(
-                    action="request.refused",
-                    actor=exc.claimed,
-                    outcome="denied",
-                    secret=secret,
-                    detail=f"{action}: {exc.reason}",
-                    at=runtime.clock(),
-                ),
-            )
+            _audit_refusal(runtime, exc, action, secret)
             raise
         trigger = "manual" if sender.request is not None else "api"
         handled = _act(runtime, action, args, sender.principal, trigger)
