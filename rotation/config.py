@@ -36,6 +36,7 @@ __all__ = [
     "Settings",
     "StepLimits",
     "backend_quota",
+    "env_flag",
     "env_number",
     "env_seconds",
     "redis_namespace",
@@ -73,6 +74,23 @@ def env_number(
     if not math.isfinite(value) or value < minimum:
         raise ConfigurationError(f"{name} must be {kind} of at least {minimum:g}, not {raw!r}.")
     return value
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def env_flag(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
+    """``name`` as a yes/no (``1/0``, ``true/false``, ``yes/no``, ``on/off``; ``default`` when
+    unset or blank)."""
+    raw = (_env(environ).get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), not {raw!r}.")
 
 
 def env_seconds(
@@ -145,6 +163,9 @@ class EngineSettings:
     #: How long a step may keep being throttled by its backend before the run needs attention
     #: (``KEYTURN_THROTTLED_MAX_SECONDS``); throttled tries wait and spend no attempt.
     throttled_max: timedelta = timedelta(hours=1)
+    #: Whether workers send task events (``KEYTURN_TASK_EVENTS``): Flower's task list needs
+    #: them; without them a worker spends ~40% less CPU per rotation (docs/operations.md).
+    task_events: bool = True
 
     @property
     def limits(self) -> StepLimits:
@@ -179,6 +200,7 @@ class EngineSettings:
             throttled_max=env_seconds(
                 "KEYTURN_THROTTLED_MAX_SECONDS", 3600.0, environ=env, minimum=1.0
             ),
+            task_events=env_flag("KEYTURN_TASK_EVENTS", True, environ=env),
         )
 
 
