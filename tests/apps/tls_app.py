@@ -6,7 +6,9 @@ The server reads its certificate and key through SecretsManager and serves TLS o
 open keep theirs), proves it with a handshake of its own, and returns: the consumer agent then
 acknowledges. Client threads connect all the time with a context that trusts only the CA
 (``APP_CA``, PEM) and checks the host name ``localhost``; every failed handshake is counted, and
-the serial of every certificate served is recorded.
+the serial of every certificate served is recorded in the order the server accepted the
+connections (its greeting carries that number): a handshake accepted just before a reload ends
+after it with the old certificate, which is not the server going back.
 
 Environment: ``APP_SECRET``, ``APP_CA``, ``APP_STATS`` (JSON written twice a second),
 ``APP_STOP`` (a file whose existence stops the app), ``APP_THREADS``, ``APP_SECONDS``.
@@ -42,10 +44,20 @@ stats: dict[str, Any] = {
     "ok": 0,
     "failed": 0,
     "errors": [],
-    "served": [],
     "reloads": [],
     "started": time.time(),
 }
+#: (accept number, serial) of every successful handshake.
+handshakes: list[tuple[int, int]] = []
+
+
+def served() -> list[int]:
+    """The serials served, in accept order, each change once."""
+    order: list[int] = []
+    for _, serial in sorted(handshakes):
+        if not order or order[-1] != serial:
+            order.append(serial)
+    return order
 
 
 def server_context(value: Any) -> ssl.SSLContext:
@@ -66,6 +78,7 @@ class Server:
         self.context = server_context(manager.get(SECRET))
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
+        self.accepted = 0
         threading.Thread(target=self.serve, daemon=True).start()
 
     def reload(self, value: Any) -> None:
@@ -74,13 +87,15 @@ class Server:
     def serve(self) -> None:
         while True:
             conn, _ = self.sock.accept()
-            threading.Thread(target=self.handle, args=(conn, self.context), daemon=True).start()
+            self.accepted += 1
+            args = (conn, self.context, self.accepted)
+            threading.Thread(target=self.handle, args=args, daemon=True).start()
 
     @staticmethod
-    def handle(conn: socket.socket, context: ssl.SSLContext) -> None:
+    def handle(conn: socket.socket, context: ssl.SSLContext, number: int) -> None:
         try:
             with context.wrap_socket(conn, server_side=True) as tls:
-                tls.sendall(b"ok")
+                tls.sendall(b"ok %d\n" % number)
         except (OSError, ssl.SSLError):
             pass  # the client counts its own failures
 
@@ -91,15 +106,23 @@ def client_context() -> ssl.SSLContext:
     return context
 
 
-def handshake(port: int, context: ssl.SSLContext) -> int:
-    """Connect, verify, read the greeting; the served certificate's serial."""
+def handshake(port: int, context: ssl.SSLContext) -> tuple[int, int]:
+    """Connect, verify, read the greeting: the server's accept number and the served
+    certificate's serial."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             der = tls.getpeercert(binary_form=True)
-            if tls.recv(2) != b"ok":
-                raise ConnectionError("no greeting")
+            greeting = b""
+            while not greeting.endswith(b"\n") and len(greeting) < 32:
+                chunk = tls.recv(32)
+                if not chunk:
+                    break
+                greeting += chunk
+    word, _, number = greeting.strip().partition(b" ")
+    if word != b"ok" or not number.isdigit():
+        raise ConnectionError("no greeting")
     assert der is not None
-    return int(x509.load_der_x509_certificate(der).serial_number)
+    return int(number), int(x509.load_der_x509_certificate(der).serial_number)
 
 
 server: Server | None = None
@@ -108,7 +131,7 @@ server: Server | None = None
 def on_rotate(event: RotationEvent) -> None:
     assert server is not None
     server.reload(manager.get(SECRET))
-    serial = handshake(server.port, client_context())  # prove it before acknowledging
+    _, serial = handshake(server.port, client_context())  # prove it before acknowledging
     with lock:
         stats["reloads"].append({"version": event.version, "serial": serial, "at": time.time()})
 
@@ -117,11 +140,10 @@ def connect_forever(stop: threading.Event, port: int) -> None:
     context = client_context()
     while not stop.is_set():
         try:
-            serial = handshake(port, context)
+            accepted = handshake(port, context)
             with lock:
                 stats["ok"] += 1
-                if not stats["served"] or stats["served"][-1] != serial:
-                    stats["served"].append(serial)
+                handshakes.append(accepted)
         except Exception as exc:
             with lock:
                 stats["failed"] += 1
@@ -144,7 +166,12 @@ def main() -> None:
     deadline = time.monotonic() + SECONDS
     while not STOP.exists() and time.monotonic() < deadline:
         with lock:
-            snapshot = {**stats, "connected": agent.connected.is_set(), "now": time.time()}
+            snapshot = {
+                **stats,
+                "served": served(),
+                "connected": agent.connected.is_set(),
+                "now": time.time(),
+            }
         tmp = STATS.with_suffix(".tmp")
         tmp.write_text(json.dumps(snapshot))
         tmp.replace(STATS)
@@ -153,7 +180,7 @@ def main() -> None:
     for t in threads:
         t.join(5)
     with lock:
-        STATS.write_text(json.dumps({**stats, "stopped": time.time()}))
+        STATS.write_text(json.dumps({**stats, "served": served(), "stopped": time.time()}))
     manager.close()
 
 
