@@ -401,11 +401,12 @@ def test_generated_policy_files_give_located_errors_never_a_crash(
     STATS["errors"] += len(result.errors)
 
 
-def test_generated_files_statistics() -> None:
-    """Run after the property test: most generated files must be refused (else the generator
-    is too tame to prove anything)."""
+def test_generated_files_statistics(policy_dir: Path) -> None:
+    """Most generated files must be refused (else the generator is too tame to prove
+    anything). Reads what the property test counted; when another test process ran it (the
+    suite runs in parallel), runs it here first."""
     if STATS["files"] == 0:
-        pytest.skip("the property test did not run in this session")
+        test_generated_policy_files_give_located_errors_never_a_crash(policy_dir)
     print(f"\npolicy fuzz: {STATS}")
     assert STATS["files"] >= 1000
     assert STATS["refused"] >= STATS["files"] * 0.8, STATS
@@ -672,9 +673,11 @@ def test_any_text_is_a_name_that_round_trips_or_invalid(name_providers, name: st
         )
 
 
-def test_name_verdicts_cover_both_sides() -> None:
+def test_name_verdicts_cover_both_sides(name_providers: list[Any]) -> None:
+    """Generated names hit both verdicts (else the generator proves nothing). When another
+    test process ran the property test, it runs here first."""
     if not sum(VERDICTS.values()):
-        pytest.skip("the property test did not run in this session")
+        test_any_text_is_a_name_that_round_trips_or_invalid(name_providers)
     print(f"\nname fuzz: {VERDICTS}")
     assert VERDICTS["accepted"] >= 50 and VERDICTS["refused"] >= 50, VERDICTS
 
