@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 import os
 import stat
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rotation.config import DashboardSettings
 from rotation.errors import ConfigurationError
+from rotation.hosts import is_loopback
 
 __all__ = [
     "OPEN_PATHS",
@@ -31,7 +31,6 @@ __all__ = [
     "AuthPolicy",
     "RequireAuth",
     "SecurityHeaders",
-    "is_loopback",
     "parse_users",
 ]
 
@@ -86,16 +85,6 @@ def _read_auth_file(path: str) -> dict[str, str]:
             f"{stat.S_IMODE(mode):o}): chmod 600 {path}"
         )
     return parse_users(text, str(path), "\n")
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (all ``--insecure-no-auth`` may bind)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

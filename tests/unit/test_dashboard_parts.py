@@ -9,9 +9,10 @@ import pytest
 from starlette.datastructures import Headers
 
 from rotation.config import DashboardSettings
-from rotation.dashboard.auth import AuthPolicy, is_loopback, parse_users
+from rotation.dashboard.auth import AuthPolicy, parse_users
 from rotation.dashboard.charts import heat_level, heatmap_svg, timeline_svg
 from rotation.errors import ConfigurationError
+from rotation.hosts import is_loopback
 from rotation.ops.forecast import Collision, Forecast, Rotation
 from rotation.ops.overview import TimelineStep, resolve_commands
 

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
         "durations",
         "schema",
         "config",
+        "hosts",
         "registry",
         "rollout",
     ),

@@ -7,7 +7,6 @@ the DN and the LDAP result, never a password nor the server's diagnostic text.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import ssl
 from collections.abc import Iterator, Mapping
@@ -20,6 +19,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 
 from rotation.errors import RotationError, TargetRejected
+from rotation.hosts import is_loopback
 from rotation.values import SecretValue
 
 __all__ = ["REFUSED", "Account", "Directory"]
@@ -81,7 +81,7 @@ class Directory:
         parts = urlsplit(url)
         secure = parts.scheme == "ldaps"
         host = parts.hostname or ""
-        if not (secure or self.start_tls or self.allow_plaintext or _loopback(host)):
+        if not (secure or self.start_tls or self.allow_plaintext or is_loopback(host)):
             raise TargetRejected(
                 f"Refusing to send a password to {url} unencrypted: use ldaps://, "
                 "target.start_tls, or (on a trusted network) target.allow_plaintext."
@@ -207,15 +207,6 @@ def _refusal(result: Mapping[str, Any] | None, account: Account, action: str) ->
         retryable=code in _RETRYABLE,
         sqlstate=str(code),
     )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _norm(dn: str) -> str:
