@@ -75,15 +75,22 @@ class AwsIamRotator:
         value.pop("session_token", None)
         return value
 
-    def apply(self, ctx: RotationContext) -> None:
-        """Switch the new key on (once on, switching it on again changes nothing)."""
-        target = target_of(ctx, AwsIamTarget)
+    def _new_key(
+        self, ctx: RotationContext, target: AwsIamTarget
+    ) -> tuple[Iam, str, AccessKey, KeyInfo | None]:
+        """The run's new key as IAM lists it, asked with the managing key: (client, user, key,
+        the listing's entry or None when it is gone)."""
         new_version, old_version = run_versions(ctx)
         new = AccessKey.from_value(new_version.value, f"The new value of {ctx.secret!r}")
         user = _user_of(new_version, ctx.secret)
         iam = self._iam(ctx, target, self._manager_key(ctx, old_version, new_version))
         ctx.check_lease()
-        found = self._find(iam, user, new.access_key_id)
+        return iam, user, new, self._find(iam, user, new.access_key_id)
+
+    def apply(self, ctx: RotationContext) -> None:
+        """Switch the new key on (once on, switching it on again changes nothing)."""
+        target = target_of(ctx, AwsIamTarget)
+        iam, user, new, found = self._new_key(ctx, target)
         if found is None:
             raise TargetRejected(
                 f"The new access key {new.access_key_id} of {ctx.secret!r} is gone from IAM "
@@ -96,12 +103,7 @@ class AwsIamRotator:
     def test(self, ctx: RotationContext) -> None:
         """Sign STS ``GetCallerIdentity`` with the new key, retrying while IAM catches up."""
         target = target_of(ctx, AwsIamTarget)
-        new_version, old_version = run_versions(ctx)
-        new = AccessKey.from_value(new_version.value, f"The new value of {ctx.secret!r}")
-        user = _user_of(new_version, ctx.secret)
-        manager = self._iam(ctx, target, self._manager_key(ctx, old_version, new_version))
-        ctx.check_lease()
-        found = self._find(manager, user, new.access_key_id)
+        _, user, new, found = self._new_key(ctx, target)
         if found is None or not found.active:
             state = "gone" if found is None else "switched off"
             raise TargetRejected(
