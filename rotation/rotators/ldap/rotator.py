@@ -9,7 +9,7 @@ new password, both work until ``retire`` gives the old one a password nobody kno
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from rotation.errors import RotationError, TargetRejected
 from rotation.generator import GeneratorPolicy, generate
@@ -55,16 +55,12 @@ class LdapRotator:
         directory = _directory(ctx, target)
         new_version, old_version = run_versions(ctx)
         new = self._account(new_version.value, f"The new value of {ctx.secret!r}")
-        ctx.check_lease()
-        if directory.accepts(new):
-            return
-        if target.admin_secret is not None:
-            admin = self._admin(ctx, target, new)
-            ctx.check_lease()
-            directory.set_password(admin, new.bind_dn, new.password)
-            return
-        old = self._account(old_version.value, f"The old value of {ctx.secret!r}")
-        self._set_own(ctx, directory, new, [old, *self._previous(ctx, new)])
+
+        def holders() -> list[Account]:
+            old = self._account(old_version.value, f"The old value of {ctx.secret!r}")
+            return [old, *self._previous(ctx, new)]
+
+        self._make_password(ctx, target, directory, new, holders)
 
     def test(self, ctx: RotationContext) -> None:
         """Bind as the new value's DN with the new password, and ask who we are."""
@@ -112,17 +108,12 @@ class LdapRotator:
                     self._scramble(ctx, target, mine)
             return
         directory = _directory(ctx, target)
-        ctx.check_lease()
-        if directory.accepts(current):
-            return
-        if target.admin_secret is not None:
-            admin = self._admin(ctx, target, current)
-            ctx.check_lease()
-            directory.set_password(admin, current.bind_dn, current.password)
-            return
-        tried = [v for v in (staged, self._rolled_back(ctx)) if v is not None]
-        holders = [self._account(v.value, f"A value of {ctx.secret!r}") for v in tried]
-        self._set_own(ctx, directory, current, holders)
+
+        def holders() -> list[Account]:
+            tried = [v for v in (staged, self._rolled_back(ctx)) if v is not None]
+            return [self._account(v.value, f"A value of {ctx.secret!r}") for v in tried]
+
+        self._make_password(ctx, target, directory, current, holders)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -157,6 +148,26 @@ class LdapRotator:
     def _rolled_back(ctx: RotationContext) -> SecretVersion | None:
         previous = ctx.previous()
         return previous if previous is not None and previous.token == ctx.token else None
+
+    def _make_password(
+        self,
+        ctx: RotationContext,
+        target: LdapTarget,
+        directory: Directory,
+        goal: Account,
+        holders: Callable[[], list[Account]],
+    ) -> None:
+        """Make ``goal``'s password the one the directory checks (already: done): with the admin
+        when there is one, else as the account itself with a password ``holders`` may hold."""
+        ctx.check_lease()
+        if directory.accepts(goal):
+            return
+        if target.admin_secret is not None:
+            admin = self._admin(ctx, target, goal)
+            ctx.check_lease()
+            directory.set_password(admin, goal.bind_dn, goal.password)
+            return
+        self._set_own(ctx, directory, goal, holders())
 
     @staticmethod
     def _set_own(
