@@ -20,7 +20,9 @@ from worker.runtime import dispatcher, engine, runtime
 
 #: A step's Celery limits, from the lease: the soft one raises SoftTimeLimitExceeded in a step
 #: stuck past its budget (it is retried); the hard one kills the process before its lease
-#: expires, so no other worker can take the run over while it still runs.
+#: expires, so no other worker can take the run over while it still runs. Steps run by one
+#: task share one budget from the task's start (``Engine.advance(follow=True)``), so every
+#: lease the task takes outlives the hard limit.
 STEP_LIMITS = SETTINGS.limits
 
 
@@ -44,8 +46,9 @@ def dispatch_due() -> dict[str, int]:
     time_limit=STEP_LIMITS.hard.total_seconds(),
 )
 def advance(run_id: int, state: str | None = None) -> None:
-    """Run the next step of ``run_id`` (if its state is still ``state``), then chain the next."""
-    outcome = engine().advance(int(run_id), state)
+    """Run the next step of ``run_id`` (if its state is still ``state``) and the steps due at
+    once after it, within one step's time budget; then send the next, if any."""
+    outcome = engine().advance(int(run_id), state, follow=True)
     if outcome.enqueue and outcome.state is not None:
         _send(outcome.run_id, outcome.state.value, advance.request.delivery_info.get("priority"))
 

@@ -1,4 +1,9 @@
-"""``advance(run_id)``: take the run's lease, run exactly one step, commit the transition.
+"""``advance(run_id)``: take the run's lease, run one step, commit the transition.
+
+With ``follow`` (the workers' task), a transition whose next step is due at once takes that
+step's lease in the same commit and the same call runs it, while at least half of the call's
+time budget is left: a rotation's seven steps cost one Celery message, the first lease and one
+statement per step. Each step still has its own lease (a new owner) and its own commit.
 
 The lease is a compare-and-set UPDATE, so a redelivered or duplicated message for a run whose
 lease is live, whose state moved on, or whose wait has not ended does nothing. The caller (a
@@ -28,7 +33,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -104,6 +109,11 @@ THROTTLED_SINCE = "throttled_since"
 _BEFORE_PROMOTION = frozenset(
     {RunState.PENDING, RunState.CREATED, RunState.APPLIED, RunState.TESTED}
 )
+#: How long after the ledger confirmed a lease (taking it, or the commit that carried it over)
+#: a fence check takes that answer instead of asking again: a check narrows the window before
+#: an external action to its own round trip, and this keeps it under half a second of this
+#: host's monotonic clock, far inside the lease's margin beyond the budget (20% of the lease).
+LEASE_FRESH_SECONDS = 0.5
 #: How long a reading of the database's clock stands in for it, moved on by this host's
 #: monotonic clock (each lease taken reads it afresh): no extra round trip per timestamp.
 _CLOCK_ANCHOR_SECONDS = 5.0
@@ -130,14 +140,23 @@ class StepLease:
 
     ``owner`` is unique per lease taken (worker id + a nonce), so two leases of the same
     process (threads) never pass for each other. The budget is measured on this host's
-    monotonic clock from just before the lease was taken, so it ends before the lease does
-    (database time), whatever this host's wall clock says."""
+    monotonic clock from just before the lease was taken (or before the first step of the
+    call that carried it over), so it ends before the lease does (database time), whatever
+    this host's wall clock says. ``confirmed``: when the ledger last said the lease is ours."""
 
-    def __init__(self, engine: Engine, run_id: int, owner: str, started: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        run_id: int,
+        owner: str,
+        started: float,
+        confirmed: float | None = None,
+    ) -> None:
         self._engine = engine
         self.run_id = run_id
         self.owner = owner
         self._deadline = started + engine.limits.budget.total_seconds()
+        self._confirmed = confirmed
 
     def remaining(self) -> float:
         return max(0.0, self._deadline - time.monotonic())
@@ -156,12 +175,19 @@ class StepLease:
             )
 
     def held(self) -> bool:
-        """Whether the ledger still says this lease is ours and live (database time)."""
+        """Whether the ledger still says this lease is ours and live (database time); an
+        answer less than ``LEASE_FRESH_SECONDS`` old stands."""
+        if self._confirmed is not None:
+            if time.monotonic() - self._confirmed < LEASE_FRESH_SECONDS:
+                return True
         engine = self._engine
         params: dict[str, object] = {"run_id": self.run_id, "owner": self.owner}
         if not engine.sql_clock:
             params["at"] = engine.runtime.clock()
+        asked = time.monotonic()
         found = engine.execute_one(_held_statement(engine.sql_clock), params)
+        if found is not None:
+            self._confirmed = asked
         return found is not None
 
     def renew(self) -> bool:
@@ -183,6 +209,7 @@ class StepLease:
         if renewed is None:
             return False
         self._deadline = started + self._engine.limits.budget.total_seconds()
+        self._confirmed = started
         return True
 
 
@@ -285,6 +312,7 @@ class Engine:
         if expected is not None:
             params["expected"] = expected.value
         statement = _take_statement(sql_clock, expected is not None)
+        asked = time.monotonic()
         row = self.execute_one(statement, params)
         if row is None:
             return None
@@ -296,6 +324,8 @@ class Engine:
         run.__dict__.update({column.key: values[column.key] for column in _TAKEN_COLUMNS})
         return _Taken(
             run,
+            owner,
+            asked,
             values["lease_now"],
             values["policy_hash"],
             values["policy_removed_at"],
@@ -315,29 +345,41 @@ class Engine:
 
     # --- the one entry point ---------------------------------------------------------------
 
-    def advance(self, run_id: int, expected: RunState | str | None = None) -> Advance:
-        """Run the next step of ``run_id`` if this worker can take its lease."""
+    def advance(
+        self, run_id: int, expected: RunState | str | None = None, *, follow: bool = False
+    ) -> Advance:
+        """Run the next step of ``run_id`` if this worker can take its lease; with ``follow``,
+        go on with the steps after it while they are due at once and at least half of this
+        call's time budget is left (the caller's time limits cover one budget)."""
         if not self._fused:
-            return self._advance(run_id, expected)
-        # Postgres: the step's statements share one pooled connection (checked, and pinged,
+            return self._advance(run_id, expected, follow)
+        # Postgres: the steps' statements share one pooled connection (checked, and pinged,
         # once); each statement still commits on its own (autocommit), so no transaction or
-        # lock stays open during the step's external action
+        # lock stays open during a step's external action
         with self._single.connect() as conn:
             self._local.conn = conn
             try:
-                return self._advance(run_id, expected)
+                return self._advance(run_id, expected, follow)
             finally:
                 self._local.conn = None
 
-    def _advance(self, run_id: int, expected: RunState | str | None) -> Advance:
+    def _advance(self, run_id: int, expected: RunState | str | None, follow: bool) -> Advance:
         expected_state = RunState(expected) if expected is not None else None
         started = time.monotonic()
-        owner = self._new_owner()
-        taken = self._take(run_id, expected_state, owner)
+        taken = self._take(run_id, expected_state, self._new_owner())
         if taken is None:
             return Advance(run_id, expected_state, executed=False)
-        run, now = taken.run, taken.now
-        lease = StepLease(self, run_id, owner, started)
+        while True:
+            done = self._step(taken, started, follow)
+            if isinstance(done, Advance):
+                return done
+            taken = done  # the commit took the next step's lease
+
+    def _step(self, taken: _Taken, started: float, follow: bool) -> Advance | _Taken:
+        """Run the step of a run whose lease ``taken`` holds; its outcome, or the next step's
+        lease when the commit carried it over (``follow``)."""
+        run, now, owner = taken.run, taken.now, taken.owner
+        lease = StepLease(self, run.id, owner, started, taken.confirmed)
         state = RunState(run.state)
         step_name, _ = STEPS[state]
         # setting the step up (policy, provider, rotator) can fail: that is an attempt too
@@ -371,7 +413,7 @@ class Engine:
             return self._wait(run, state, step_name, result, owner, now)
         if state is RunState.ROLLING_BACK:
             return self._rolled_back(run, step_name, policy, result, owner)
-        return self._transition(run, state, step_name, policy, result, owner)
+        return self._transition(run, state, step_name, policy, result, lease, follow)
 
     def _deadline(self, state: RunState, step: StepInput) -> datetime | None:
         """Until when this step's retryable failures are retried (None: by attempts)."""
@@ -431,9 +473,14 @@ class Engine:
         values: dict[str, object],
         schedule_update: _Reschedule | None = None,
         audit: AuditEvent | None = None,
-    ) -> bool:
+        carry: str | None = None,
+    ) -> Mapping[Any, Any] | None:
         """Commit a transition, fenced by ``owner``: the run's row, its event, the schedule
-        (``schedule_update``) and the audit records, all or nothing. Postgres: one statement."""
+        (``schedule_update``) and the audit records, all or nothing. Postgres: one statement.
+
+        ``carry``: the new state's lease goes to this owner at once (an attempt of its step),
+        and the commit returns what a lease take returns of the policy and schedule. None when
+        the lease was lost."""
         now = self.now()
         audits = [dataclasses.replace(audit, at=now)] if audit is not None else []
         if to_state.value != run.state:
@@ -452,20 +499,23 @@ class Engine:
             "message": message,
         }
         run_values = {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **values}
+        if carry is not None:
+            run_values.update(lease_owner=carry, lease_expires_at=now + self.lease, attempt=1)
         if self._fused and len(audits) <= 1:
+            audit_one = audits[0] if audits else None
             committed = self._commit_fused(
-                run, owner, run_values, event, schedule_update, audits[0] if audits else None, now
+                run, owner, run_values, event, schedule_update, audit_one, now, carry is not None
             )
         else:
             committed = self._commit_steps(
-                run, owner, run_values, event, schedule_update, audits, now
+                run, owner, run_values, event, schedule_update, audits, now, carry is not None
             )
-        if not committed:
+        if committed is None:
             log.warning(
                 "lease lost before commit; the step will be redone by the lease holder",
                 extra={"action": "run.lease_lost", "run_id": run.id, "step": step_name},
             )
-            return False
+            return None
         log.info(
             "run %s %s: %s -> %s (%s)",
             run.id,
@@ -481,7 +531,7 @@ class Engine:
                 "state": to_state.value,
             },
         )
-        return True
+        return committed
 
     def _commit_fused(
         self,
@@ -492,19 +542,25 @@ class Engine:
         schedule_update: _Reschedule | None,
         audit: AuditEvent | None,
         now: datetime,
-    ) -> bool:
+        carry: bool,
+    ) -> Mapping[Any, Any] | None:
         """Postgres: the whole commit as one statement of data-modifying CTEs; each part after
         the run's fenced ``UPDATE`` (``r``) happens only if that matched. The audit head's row
         is locked last, for the shortest time."""
         params: dict[str, object] = {"run_id": run.id, "owner": owner, "from_state": run.state}
+        if carry:
+            params.update(c_policy=run.policy_name, c_secret=run.secret)
         params.update({f"v_{key}": value for key, value in run_values.items()})
         params.update({f"e_{key}": value for key, value in event.items()})
         if schedule_update is not None:
             params.update(schedule_update.params(now))
         if audit is not None:
             params.update(append_params(audit))
-        statement = _fused_commit(tuple(run_values), schedule_update is not None, audit is not None)
-        return self.execute_one(statement, params) is not None
+        statement = _fused_commit(
+            tuple(run_values), schedule_update is not None, audit is not None, carry
+        )
+        row = self.execute_one(statement, params)
+        return row._mapping if row is not None else None
 
     def _commit_steps(
         self,
@@ -515,7 +571,8 @@ class Engine:
         schedule_update: _Reschedule | None,
         audits: list[AuditEvent],
         now: datetime,
-    ) -> bool:
+        carry: bool,
+    ) -> Mapping[Any, Any] | None:
         """The commit as a transaction of statements (SQLite; two audit records), in the
         fused statement's lock order: the run, the schedule, the audit chain."""
         with self.runtime.ledger.transaction() as session:
@@ -526,13 +583,15 @@ class Engine:
                 .returning(Run.id)
             ).first()
             if changed is None:
-                return False
+                return None
             session.add(RunEvent(**event))
             if schedule_update is not None:
                 schedule_update.apply(session, now)
             for audit in audits:
                 audit_append(session, audit)
-        return True
+            if not carry:
+                return {"id": run.id}
+            return session.execute(_governance(run.policy_name, run.secret)).one()._mapping
 
     def _transition(
         self,
@@ -541,8 +600,9 @@ class Engine:
         step_name: str,
         policy: Policy,
         result: StepResult,
-        owner: str,
-    ) -> Advance:
+        lease: StepLease,
+        follow: bool,
+    ) -> Advance | _Taken:
         new_state = NEXT_STATE[state]
         now = self.now()
         values: dict[str, object] = {
@@ -563,16 +623,25 @@ class Engine:
             values["finished_at"] = now
             values["enqueued_at"] = None
             schedule_update = self._reschedule(run, policy, rotated=True)
-        committed = self._commit(
+        carry = None
+        if follow and new_state not in FINAL_STATES:
+            if lease.remaining() >= self.limits.budget.total_seconds() / 2:
+                carry = self._new_owner()
+        asked = time.monotonic()
+        row = self._commit(
             run,
-            owner=owner,
+            owner=lease.owner,
             step_name=step_name,
             to_state=new_state,
             outcome="ok",
             message=result.note,
             values=values,
             schedule_update=schedule_update,
+            carry=carry,
         )
+        committed = row is not None
+        if row is not None and carry is not None:
+            return _carried(run, values, row, carry, asked, now)
         if committed and new_state is RunState.SUCCEEDED:
             self.notify(Notice(run.id, run.secret, run.policy_name, new_state.value, result.note))
         return Advance(
@@ -604,14 +673,17 @@ class Engine:
             values["enqueued_at"] = now
         if result.step_data is not None:
             values["step_data"] = result.step_data
-        committed = self._commit(
-            run,
-            owner=owner,
-            step_name=step_name,
-            to_state=state,
-            outcome="wait",
-            message=result.note or f"waiting until {result.wait_until:%Y-%m-%dT%H:%M:%SZ}",
-            values=values,
+        committed = (
+            self._commit(
+                run,
+                owner=owner,
+                step_name=step_name,
+                to_state=state,
+                outcome="wait",
+                message=result.note or f"waiting until {result.wait_until:%Y-%m-%dT%H:%M:%SZ}",
+                values=values,
+            )
+            is not None
         )
         return Advance(
             run.id,
@@ -843,23 +915,26 @@ class Engine:
             f"{error}; rolling back: the previous version is made current again and announced "
             "through the restart strategy before the new credential is revoked"
         )
-        committed = self._commit(
-            run,
-            owner=owner,
-            step_name=step_name,
-            to_state=RunState.ROLLING_BACK,
-            outcome="rollback",
-            message=message,
-            values={
-                "state": RunState.ROLLING_BACK.value,
-                "attempt": 0,
-                "state_entered_at": now,
-                "next_attempt_at": None,
-                "enqueued_at": now,
-                "last_error": error[:_MAX_ERROR_CHARS],
-                "step_data": rollback_data(end, error, retry_after),
-            },
-            audit=audit,
+        committed = (
+            self._commit(
+                run,
+                owner=owner,
+                step_name=step_name,
+                to_state=RunState.ROLLING_BACK,
+                outcome="rollback",
+                message=message,
+                values={
+                    "state": RunState.ROLLING_BACK.value,
+                    "attempt": 0,
+                    "state_entered_at": now,
+                    "next_attempt_at": None,
+                    "enqueued_at": now,
+                    "last_error": error[:_MAX_ERROR_CHARS],
+                    "step_data": rollback_data(end, error, retry_after),
+                },
+                audit=audit,
+            )
+            is not None
         )
         return Advance(run.id, RunState.ROLLING_BACK, executed=True, enqueue=committed)
 
@@ -916,25 +991,30 @@ class Engine:
         retry_after: timedelta | None = None,
     ) -> Advance:
         now = self.now()
-        committed = self._commit(
-            run,
-            owner=owner,
-            step_name=step_name,
-            to_state=final,
-            outcome=outcome,
-            message=message,
-            values={
-                "state": final.value,
-                "state_entered_at": now,
-                "finished_at": now,
-                "last_error": message[:_MAX_ERROR_CHARS],
-                "next_attempt_at": None,
-                "enqueued_at": None,
-            },
-            # needs_attention keeps the schedule blocked until a human resolves the run
-            schedule_update=self._reschedule(run, policy, rotated=False, retry_after=retry_after)
-            if final is RunState.FAILED and policy is not None
-            else None,
+        committed = (
+            self._commit(
+                run,
+                owner=owner,
+                step_name=step_name,
+                to_state=final,
+                outcome=outcome,
+                message=message,
+                values={
+                    "state": final.value,
+                    "state_entered_at": now,
+                    "finished_at": now,
+                    "last_error": message[:_MAX_ERROR_CHARS],
+                    "next_attempt_at": None,
+                    "enqueued_at": None,
+                },
+                # needs_attention keeps the schedule blocked until a human resolves the run
+                schedule_update=self._reschedule(
+                    run, policy, rotated=False, retry_after=retry_after
+                )
+                if final is RunState.FAILED and policy is not None
+                else None,
+            )
+            is not None
         )
         if committed:
             self.notify(Notice(run.id, run.secret, run.policy_name, final.value, message))
@@ -1045,15 +1125,18 @@ class Engine:
             plan = rollback_plan(run.step_data) if resume is RunState.ROLLING_BACK else None
             values["step_data"] = {"rollback": plan} if plan else None
         message = f"retried by {actor}: {note}"
-        committed = self._commit(
-            run,
-            owner=owner,
-            step_name="resolve",
-            to_state=resume,
-            outcome="ok",
-            message=message,
-            values=values,
-            audit=self._resolve_audit(run, "run.retry", actor, message),
+        committed = (
+            self._commit(
+                run,
+                owner=owner,
+                step_name="resolve",
+                to_state=resume,
+                outcome="ok",
+                message=message,
+                values=values,
+                audit=self._resolve_audit(run, "run.retry", actor, message),
+            )
+            is not None
         )
         if not committed:
             raise NothingToResolve(f"run {run.id} changed while it was being resolved; look again")
@@ -1160,23 +1243,28 @@ class Engine:
         now = self.runtime.clock()
         message = f"abandoned by {actor}: {note}"
         policy = step.policy
-        committed = self._commit(
-            run,
-            owner=owner,
-            step_name="resolve",
-            to_state=RunState.FAILED,
-            outcome="rollback",
-            message=message,
-            values={
-                "state": RunState.FAILED.value,
-                "state_entered_at": now,
-                "finished_at": now,
-                "last_error": message[:_MAX_ERROR_CHARS],
-                "next_attempt_at": None,
-                "enqueued_at": None,
-            },
-            schedule_update=self._reschedule(run, policy, rotated=False, retry_after=retry_after),
-            audit=self._resolve_audit(run, "run.abandon", actor, message),
+        committed = (
+            self._commit(
+                run,
+                owner=owner,
+                step_name="resolve",
+                to_state=RunState.FAILED,
+                outcome="rollback",
+                message=message,
+                values={
+                    "state": RunState.FAILED.value,
+                    "state_entered_at": now,
+                    "finished_at": now,
+                    "last_error": message[:_MAX_ERROR_CHARS],
+                    "next_attempt_at": None,
+                    "enqueued_at": None,
+                },
+                schedule_update=self._reschedule(
+                    run, policy, rotated=False, retry_after=retry_after
+                ),
+                audit=self._resolve_audit(run, "run.abandon", actor, message),
+            )
+            is not None
         )
         if not committed:
             raise NothingToResolve(f"run {run.id} changed while it was being resolved; look again")
@@ -1327,9 +1415,10 @@ def _held_statement(sql_clock: bool) -> Executable:
 
 
 @functools.lru_cache(maxsize=64)
-def _fused_commit(columns: tuple[str, ...], schedule: bool, audit: bool) -> TextClause:
+def _fused_commit(columns: tuple[str, ...], schedule: bool, audit: bool, carry: bool) -> TextClause:
     """The fused commit statement for the run columns set, with or without the schedule's and
-    the audit record's parts (cached: a handful of shapes)."""
+    the audit record's parts, and (``carry``: the next lease taken) returning what the next
+    step needs of its policy and schedule (cached: a handful of shapes)."""
     sets = ", ".join(f"{name} = :v_{name}" for name in columns)
     parts = [
         f"""r AS (
@@ -1362,21 +1451,70 @@ def _fused_commit(columns: tuple[str, ...], schedule: bool, audit: bool) -> Text
         bindparam("s_next_due", type_=UTCDateTime()),
         bindparam("s_rotated", type_=Boolean()),
     ]
-    sql = "WITH " + ",\n".join(parts) + "\nSELECT id FROM r"
+    returned = "id"
+    if carry:
+        returned += f""",
+  ({_POLICY_HASH}) AS policy_hash, ({_POLICY_REMOVED}) AS policy_removed_at,
+  ({_SCHEDULE_REMOVED}) AS schedule_removed_at"""
+    sql = "WITH " + ",\n".join(parts) + f"\nSELECT {returned} FROM r"
     present = [b for b in binds if f":{b.key}" in sql]
     return text(sql).bindparams(*present)
 
 
+#: What a carried-over lease reads of the run's policy and schedule (as the lease take does).
+_POLICY_HASH = "SELECT spec_hash FROM policies WHERE name = :c_policy"
+_POLICY_REMOVED = "SELECT removed_at FROM policies WHERE name = :c_policy"
+_SCHEDULE_REMOVED = (
+    "SELECT removed_at FROM schedules WHERE secret = :c_secret AND policy_name = :c_policy"
+)
+
+
+def _governance(policy_name: str, secret: str) -> Executable:
+    """The carried-over lease's read of the policy and schedule, as its own statement."""
+    return text(
+        f"SELECT ({_POLICY_HASH}) AS policy_hash, ({_POLICY_REMOVED}) AS policy_removed_at, "
+        f"({_SCHEDULE_REMOVED}) AS schedule_removed_at"
+    ).bindparams(c_policy=policy_name, c_secret=secret)
+
+
 @dataclass(frozen=True)
 class _Taken:
-    """A lease just taken: the run as the ledger returned it, the database's time then, and
-    its policy's spec hash and removal and its schedule's (None: no such row, or not removed)."""
+    """A lease just taken (or carried over by a commit): the run as the ledger has it, the
+    lease's owner, when the ledger confirmed it (this host's monotonic clock), the database's
+    time then, and its policy's spec hash and removal and its schedule's (None: no such row,
+    or not removed)."""
 
     run: Run
+    owner: str
+    confirmed: float
     now: datetime
     policy_hash: str | None
     policy_removed_at: datetime | None
     schedule_removed_at: datetime | None
+
+
+def _carried(
+    run: Run,
+    values: dict[str, object],
+    row: Mapping[Any, Any],
+    owner: str,
+    confirmed: float,
+    now: datetime,
+) -> _Taken:
+    """The next step's lease as the commit that carried it over left the run."""
+    following = Run.__mapper__.class_manager.new_instance()
+    kept = {column.key: run.__dict__[column.key] for column in _TAKEN_COLUMNS}
+    moved = {key: value for key, value in values.items() if key in kept}
+    following.__dict__.update({**kept, **moved, "attempt": 1})
+    return _Taken(
+        following,
+        owner,
+        confirmed,
+        now,
+        row["policy_hash"],
+        row["policy_removed_at"],
+        row["schedule_removed_at"],
+    )
 
 
 def _removal(
