@@ -9,7 +9,8 @@ secrets ``bench/cK/key_NNN`` (``CHUNKS`` chunks) plus ``WARM`` secrets ``warm/ke
   dispatcher tick is a ``keyturn.dispatch_due`` task; the bench only polls the ledger (and
   re-sends a tick every 5 s, as beat would, should a run ever be left waiting).
 - floor: the same ledger and backend work issued sequentially in this process without
-  Celery: one ``Dispatcher.tick()``, then ``Engine.advance`` over the FIFO of enqueued steps.
+  Celery: one ``Dispatcher.tick()``, then ``Engine.advance(follow=True)`` (as the workers' task
+  calls it) over the FIFO of enqueued runs.
 
 Each side first rotates ``warm/*`` to the end (imports, pools, forked children warm). Then the
 chunks alternate between the sides (floor, celery, celery, floor, ...), so that load from
@@ -195,17 +196,15 @@ def span(ledger: Ledger, prefix: str) -> tuple[int, float]:
     return int(count), (last - first).total_seconds()
 
 
-def drain(engine: Engine, enqueued: list[tuple[int, str]]) -> int:
-    """Advance the enqueued steps (and those they enqueue) in FIFO order; the steps run."""
+def drain(engine: Engine, enqueued: list[tuple[int, str]]) -> None:
+    """Advance the enqueued runs (and what they enqueue) in FIFO order, each call following
+    the run's steps that are due at once, as the workers' task does."""
     queue = deque(enqueued)
-    steps = 0
     while queue:
         run_id, state = queue.popleft()
-        outcome = engine.advance(run_id, state)
-        steps += outcome.executed
+        outcome = engine.advance(run_id, state, follow=True)
         if outcome.enqueue and outcome.state is not None:
             queue.append((run_id, outcome.state.value))
-    return steps
 
 
 # --- the two sides ------------------------------------------------------------------------------
@@ -475,12 +474,10 @@ class Cost:
         return bool(ok)
 
 
-#: Why a step takes more than one transaction (docs/rotation-run.md, "Lease" and "The fence").
+#: Where a step's transactions come from (docs/rotation-run.md, "What a step costs the ledger").
 TX_NOTE = (
-    "the lease and its attempt are committed before the step's external action, so a worker "
-    "that dies mid-step has spent an attempt and no other worker runs the step meanwhile; the "
-    "transition commits after it, fenced by the lease; a step with an external action asks "
-    "the ledger for its lease before it: 2 per step, 3 with an action, each one statement"
+    "each step is its commit, which also takes the next step's lease; a run adds its first "
+    "lease, and a fence asks the ledger again when its confirmation is 0.5 s old"
 )
 
 
@@ -507,13 +504,13 @@ def memory_cost(url: str, profile_out: Path) -> Cost:
                 enqueued = dispatcher.tick().enqueue
                 counter.active = True
                 cpu0 = time.process_time()
-                steps = drain(engine, enqueued)
+                drain(engine, enqueued)
                 cpu = time.process_time() - cpu0
                 counter.active = False
                 total, finished, failed = progress(runtime.ledger, f"{name}/")
                 if failed or finished != total or total != PROFILED:
                     raise RuntimeError(f"memory: {finished}/{total} finished, {failed} failed")
-                return steps, cpu
+                return PROFILED * STEPS, cpu
 
             rotate("mwarm")
             counter.statements = counter.transactions = 0

@@ -81,7 +81,14 @@ from rotation.run.retry import ExponentialBackoff, is_retryable
 from rotation.run.rollback import rollback_data, rollback_deadline, rollback_plan
 from rotation.run.runtime import Runtime
 from rotation.run.states import FINAL_STATES, NEXT_STATE, RunState
-from rotation.run.steps import FAILED_RETRY_DELAY, STEPS, StepInput, StepResult, rollback_where_safe
+from rotation.run.steps import (
+    FAILED_RETRY_DELAY,
+    INSTANT,
+    STEPS,
+    StepInput,
+    StepResult,
+    rollback_where_safe,
+)
 from rotation.values import SecretValue, Stage
 
 if TYPE_CHECKING:
@@ -474,41 +481,52 @@ class Engine:
         schedule_update: _Reschedule | None = None,
         audit: AuditEvent | None = None,
         carry: str | None = None,
+        via: RunState | None = None,
     ) -> Mapping[Any, Any] | None:
         """Commit a transition, fenced by ``owner``: the run's row, its event, the schedule
         (``schedule_update``) and the audit records, all or nothing. Postgres: one statement.
 
         ``carry``: the new state's lease goes to this owner at once (an attempt of its step),
-        and the commit returns what a lease take returns of the policy and schedule. None when
-        the lease was lost."""
+        and the commit returns what a lease take returns of the policy and schedule. ``via``:
+        the run passes through this state, whose step has no external action (``INSTANT``),
+        on its way to ``to_state``: two events and two audit records, one transaction. None
+        when the lease was lost."""
         now = self.now()
+        worker = owner.split("#", 1)[0]
+        passes = [(run.state, step_name, (via or to_state).value, outcome, message, run.attempt)]
+        if via is not None:
+            passes.append((via.value, STEPS[via][0], to_state.value, "ok", None, 1))
         audits = [dataclasses.replace(audit, at=now)] if audit is not None else []
-        if to_state.value != run.state:
-            audits.append(
-                transition_event(run, to_state.value, step_name, outcome, message, now, values)
+        events = []
+        for source, step, target, result, note, attempt in passes:
+            if target != source:
+                audits.append(
+                    transition_event(run, target, step, result, note, now, values, source)
+                )
+            events.append(
+                {
+                    "run_id": run.id,
+                    "at": now,
+                    "step": step,
+                    "from_state": source,
+                    "to_state": target,
+                    "outcome": result,
+                    "attempt": attempt,
+                    "worker": worker,
+                    "message": note,
+                }
             )
-        event = {
-            "run_id": run.id,
-            "at": now,
-            "step": step_name,
-            "from_state": run.state,
-            "to_state": to_state.value,
-            "outcome": outcome,
-            "attempt": run.attempt,
-            "worker": owner.split("#", 1)[0],
-            "message": message,
-        }
         run_values = {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **values}
         if carry is not None:
             run_values.update(lease_owner=carry, lease_expires_at=now + self.lease, attempt=1)
-        if self._fused and len(audits) <= 1:
+        if self._fused and len(audits) <= 1 and len(events) == 1:
             audit_one = audits[0] if audits else None
             committed = self._commit_fused(
-                run, owner, run_values, event, schedule_update, audit_one, now, carry is not None
+                run, owner, run_values, events[0], schedule_update, audit_one, now, bool(carry)
             )
         else:
             committed = self._commit_steps(
-                run, owner, run_values, event, schedule_update, audits, now, carry is not None
+                run, owner, run_values, events, schedule_update, audits, now, carry is not None
             )
         if committed is None:
             log.warning(
@@ -567,14 +585,14 @@ class Engine:
         run: Run,
         owner: str,
         run_values: dict[str, object],
-        event: dict[str, object],
+        events: list[dict[str, object]],
         schedule_update: _Reschedule | None,
         audits: list[AuditEvent],
         now: datetime,
         carry: bool,
     ) -> Mapping[Any, Any] | None:
-        """The commit as a transaction of statements (SQLite; two audit records), in the
-        fused statement's lock order: the run, the schedule, the audit chain."""
+        """The commit as a transaction of statements (SQLite; two audit records or two
+        events), in the fused statement's lock order: the run, the schedule, the audit chain."""
         with self.runtime.ledger.transaction() as session:
             changed = session.execute(
                 update(Run)
@@ -584,7 +602,7 @@ class Engine:
             ).first()
             if changed is None:
                 return None
-            session.add(RunEvent(**event))
+            session.add_all([RunEvent(**event) for event in events])
             if schedule_update is not None:
                 schedule_update.apply(session, now)
             for audit in audits:
@@ -604,6 +622,13 @@ class Engine:
         follow: bool,
     ) -> Advance | _Taken:
         new_state = NEXT_STATE[state]
+        via = None
+        if follow and new_state in INSTANT:
+            # its step has nothing to do outside the ledger: no lease of its own, committed
+            # with this one (the pause hooks still mark its boundaries)
+            self._pause(STEPS[new_state][0], "before")
+            self._pause(STEPS[new_state][0], "after")
+            via, new_state = new_state, NEXT_STATE[new_state]
         now = self.now()
         values: dict[str, object] = {
             "state": new_state.value,
@@ -638,6 +663,7 @@ class Engine:
             values=values,
             schedule_update=schedule_update,
             carry=carry,
+            via=via,
         )
         committed = row is not None
         if row is not None and carry is not None:

@@ -13,7 +13,7 @@ from rotation.run.states import RunState
 from rotation.run.step import StepInput, StepResult
 from rotation.values import Stage
 
-__all__ = ["STEPS", "StepInput", "StepResult", "rollback_where_safe"]
+__all__ = ["INSTANT", "STEPS", "StepInput", "StepResult", "rollback_where_safe"]
 
 
 def create(step: StepInput) -> StepResult:
@@ -72,6 +72,7 @@ def retire(step: StepInput) -> StepResult:
 
 
 def finish(step: StepInput) -> StepResult:
+    """Nothing outside the ledger: the run ends (the engine reschedules the secret)."""
     return StepResult()
 
 
@@ -87,6 +88,10 @@ STEPS: dict[RunState, tuple[str, Callable[[StepInput], StepResult]]] = {
     # after promotion, a failure goes back through here (rotation/run/rollback.py)
     RunState.ROLLING_BACK: ("rollback", roll_back),
 }
+
+#: States whose step does nothing outside the ledger (``finish``): a worker going on with a
+#: run (``Engine.advance(follow=True)``) commits it with the step before, in one transaction.
+INSTANT = frozenset({RunState.RETIRED})
 
 
 def rollback_where_safe(step: StepInput, state: RunState) -> str:
