@@ -116,10 +116,11 @@ THROTTLED_SINCE = "throttled_since"
 _BEFORE_PROMOTION = frozenset(
     {RunState.PENDING, RunState.CREATED, RunState.APPLIED, RunState.TESTED}
 )
-#: How long after the ledger confirmed a lease (taking it, or the commit that carried it over)
-#: a fence check takes that answer instead of asking again: a check narrows the window before
-#: an external action to its own round trip, and this keeps it under half a second of this
-#: host's monotonic clock, far inside the lease's margin beyond the budget (20% of the lease).
+#: How long after the statement that took a lease (its take, the commit that carried it over,
+#: a renewal) the lease's first fence check takes that answer instead of asking again: a check
+#: narrows the window before an external action to its own round trip, and this keeps it under
+#: half a second of this host's monotonic clock, far inside the lease's margin beyond the
+#: budget (20% of the lease). Every later check (after an action) asks the ledger.
 LEASE_FRESH_SECONDS = 0.5
 #: How long a reading of the database's clock stands in for it, moved on by this host's
 #: monotonic clock (each lease taken reads it afresh): no extra round trip per timestamp.
@@ -149,7 +150,7 @@ class StepLease:
     process (threads) never pass for each other. The budget is measured on this host's
     monotonic clock from just before the lease was taken (or before the first step of the
     call that carried it over), so it ends before the lease does (database time), whatever
-    this host's wall clock says. ``confirmed``: when the ledger last said the lease is ours."""
+    this host's wall clock says. ``confirmed``: when the statement that took it ran."""
 
     def __init__(
         self,
@@ -182,19 +183,17 @@ class StepLease:
             )
 
     def held(self) -> bool:
-        """Whether the ledger still says this lease is ours and live (database time); an
-        answer less than ``LEASE_FRESH_SECONDS`` old stands."""
-        if self._confirmed is not None:
-            if time.monotonic() - self._confirmed < LEASE_FRESH_SECONDS:
-                return True
+        """Whether the ledger still says this lease is ours and live (database time); the first
+        check takes the answer of the statement that took the lease if that is less than
+        ``LEASE_FRESH_SECONDS`` old."""
+        confirmed, self._confirmed = self._confirmed, None
+        if confirmed is not None and time.monotonic() - confirmed < LEASE_FRESH_SECONDS:
+            return True
         engine = self._engine
         params: dict[str, object] = {"run_id": self.run_id, "owner": self.owner}
         if not engine.sql_clock:
             params["at"] = engine.runtime.clock()
-        asked = time.monotonic()
         found = engine.execute_one(_held_statement(engine.sql_clock), params)
-        if found is not None:
-            self._confirmed = asked
         return found is not None
 
     def renew(self) -> bool:
