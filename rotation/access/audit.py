@@ -300,14 +300,12 @@ def transition_event(
     message: str | None,
     at: datetime,
     values: Mapping[str, object] | None = None,
-    from_state: str | None = None,
 ) -> AuditEvent:
-    """The ``run.transition`` record of a run moving to ``to_state`` (engine ``_commit``) from
-    ``from_state`` (default: its state); ``values`` are the run columns the transition sets
-    (its new ``to_version``, if any)."""
+    """The ``run.transition`` record of a run moving to ``to_state`` (engine ``_commit``);
+    ``values`` are the run columns the transition sets (its new ``to_version``, if any)."""
     version = (values or {}).get("to_version") or run.to_version
     failed = outcome != "ok"
-    detail = f"{from_state or run.state} -> {to_state} (step {step})"
+    detail = f"{run.state} -> {to_state} (step {step})"
     if failed and message:
         detail += f": {message}"
     match = _ERROR_CLASS.match(message or "") if failed else None

@@ -27,13 +27,14 @@ rollback's announcement are bounded by time (the strategy's budget), not attempt
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -279,7 +280,8 @@ class Engine:
         COMMIT round trip); its first row."""
         held: Connection | None = getattr(self._local, "conn", None)
         if held is not None and not held.invalidated:
-            # autocommit: the server committed the statement already; no COMMIT to send
+            # autocommit: the server committed the statement already; no COMMIT to send (inside
+            # _atomic, the transaction's end commits it)
             row: Row[Any] | None = held.execute(statement, params or {}).first()
             return row
         with self._single.connect() as conn:
@@ -480,52 +482,41 @@ class Engine:
         schedule_update: _Reschedule | None = None,
         audit: AuditEvent | None = None,
         carry: str | None = None,
-        via: RunState | None = None,
     ) -> Mapping[Any, Any] | None:
         """Commit a transition, fenced by ``owner``: the run's row, its event, the schedule
         (``schedule_update``) and the audit records, all or nothing. Postgres: one statement.
 
         ``carry``: the new state's lease goes to this owner at once (an attempt of its step),
-        and the commit returns what a lease take returns of the policy and schedule. ``via``:
-        the run passes through this state, whose step has no external action (``INSTANT``),
-        on its way to ``to_state``: two events and two audit records, one transaction. None
-        when the lease was lost."""
+        and the commit returns what a lease take returns of the policy and schedule. None when
+        the lease was lost."""
         now = self.now()
-        worker = owner.split("#", 1)[0]
-        passes = [(run.state, step_name, (via or to_state).value, outcome, message, run.attempt)]
-        if via is not None:
-            passes.append((via.value, STEPS[via][0], to_state.value, "ok", None, 1))
         audits = [dataclasses.replace(audit, at=now)] if audit is not None else []
-        events = []
-        for source, step, target, result, note, attempt in passes:
-            if target != source:
-                audits.append(
-                    transition_event(run, target, step, result, note, now, values, source)
-                )
-            events.append(
-                {
-                    "run_id": run.id,
-                    "at": now,
-                    "step": step,
-                    "from_state": source,
-                    "to_state": target,
-                    "outcome": result,
-                    "attempt": attempt,
-                    "worker": worker,
-                    "message": note,
-                }
+        if to_state.value != run.state:
+            audits.append(
+                transition_event(run, to_state.value, step_name, outcome, message, now, values)
             )
+        event = {
+            "run_id": run.id,
+            "at": now,
+            "step": step_name,
+            "from_state": run.state,
+            "to_state": to_state.value,
+            "outcome": outcome,
+            "attempt": run.attempt,
+            "worker": owner.split("#", 1)[0],
+            "message": message,
+        }
         run_values = {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **values}
         if carry is not None:
             run_values.update(lease_owner=carry, lease_expires_at=now + self.lease, attempt=1)
-        if self._fused and len(audits) <= 1 and len(events) == 1:
+        if self._fused and len(audits) <= 1:
             audit_one = audits[0] if audits else None
             committed = self._commit_fused(
-                run, owner, run_values, events[0], schedule_update, audit_one, now, bool(carry)
+                run, owner, run_values, event, schedule_update, audit_one, now, carry is not None
             )
         else:
             committed = self._commit_steps(
-                run, owner, run_values, events, schedule_update, audits, now, carry is not None
+                run, owner, run_values, event, schedule_update, audits, now, carry is not None
             )
         if committed is None:
             log.warning(
@@ -584,14 +575,14 @@ class Engine:
         run: Run,
         owner: str,
         run_values: dict[str, object],
-        events: list[dict[str, object]],
+        event: dict[str, object],
         schedule_update: _Reschedule | None,
         audits: list[AuditEvent],
         now: datetime,
         carry: bool,
     ) -> Mapping[Any, Any] | None:
-        """The commit as a transaction of statements (SQLite; two audit records or two
-        events), in the fused statement's lock order: the run, the schedule, the audit chain."""
+        """The commit as a transaction of statements (SQLite; two audit records), in the
+        fused statement's lock order: the run, the schedule, the audit chain."""
         with self.runtime.ledger.transaction() as session:
             changed = session.execute(
                 update(Run)
@@ -601,7 +592,7 @@ class Engine:
             ).first()
             if changed is None:
                 return None
-            session.add_all([RunEvent(**event) for event in events])
+            session.add(RunEvent(**event))
             if schedule_update is not None:
                 schedule_update.apply(session, now)
             for audit in audits:
@@ -621,13 +612,61 @@ class Engine:
         follow: bool,
     ) -> Advance | _Taken:
         new_state = NEXT_STATE[state]
-        via = None
         if follow and new_state in INSTANT:
-            # its step has nothing to do outside the ledger: no lease of its own, committed
-            # with this one (the pause hooks still mark its boundaries)
-            self._pause(STEPS[new_state][0], "before")
-            self._pause(STEPS[new_state][0], "after")
-            via, new_state = new_state, NEXT_STATE[new_state]
+            return self._through(run, state, step_name, policy, result, lease)
+        carry = None
+        if follow and new_state not in FINAL_STATES:
+            if lease.remaining() >= self.limits.budget.total_seconds() / 2:
+                carry = self._new_owner()
+        asked = time.monotonic()
+        row, values, now = self._commit_step(
+            run, state, step_name, policy, result, lease.owner, carry
+        )
+        if row is not None and carry is not None:
+            return _carried(run, values, row, carry, asked, now)
+        return self._moved(run, new_state, row is not None, result.note)
+
+    def _through(
+        self,
+        run: Run,
+        state: RunState,
+        step_name: str,
+        policy: Policy,
+        result: StepResult,
+        lease: StepLease,
+    ) -> Advance:
+        """Commit this step and the step after it, which does nothing outside the ledger
+        (``INSTANT``: ``finish``), in one transaction under this lease: two events, two audit
+        records. Its pause hooks run first (no transaction stays open across them)."""
+        instant = NEXT_STATE[state]
+        name = STEPS[instant][0]
+        self._pause(name, "before")
+        self._pause(name, "after")
+        with self._atomic():
+            row, values, now = self._commit_step(
+                run, state, step_name, policy, result, lease.owner, lease.owner
+            )
+            if row is None:
+                return self._moved(run, instant, False, None)
+            following = _carried(run, values, row, lease.owner, time.monotonic(), now).run
+            done, _, _ = self._commit_step(
+                following, instant, name, policy, StepResult(), lease.owner, None
+            )
+        return self._moved(following, NEXT_STATE[instant], done is not None, None)
+
+    def _commit_step(
+        self,
+        run: Run,
+        state: RunState,
+        step_name: str,
+        policy: Policy,
+        result: StepResult,
+        owner: str,
+        carry: str | None,
+    ) -> tuple[Mapping[Any, Any] | None, dict[str, object], datetime]:
+        """Commit the step's transition to the next state (the commit's row, or None when the
+        lease was lost), with the run columns it set and the time it used."""
+        new_state = NEXT_STATE[state]
         now = self.now()
         values: dict[str, object] = {
             "state": new_state.value,
@@ -647,14 +686,9 @@ class Engine:
             values["finished_at"] = now
             values["enqueued_at"] = None
             schedule_update = self._reschedule(run, policy, rotated=True)
-        carry = None
-        if follow and new_state not in FINAL_STATES:
-            if lease.remaining() >= self.limits.budget.total_seconds() / 2:
-                carry = self._new_owner()
-        asked = time.monotonic()
         row = self._commit(
             run,
-            owner=lease.owner,
+            owner=owner,
             step_name=step_name,
             to_state=new_state,
             outcome="ok",
@@ -662,19 +696,34 @@ class Engine:
             values=values,
             schedule_update=schedule_update,
             carry=carry,
-            via=via,
         )
-        committed = row is not None
-        if row is not None and carry is not None:
-            return _carried(run, values, row, carry, asked, now)
+        return row, values, now
+
+    def _moved(self, run: Run, new_state: RunState, committed: bool, note: str | None) -> Advance:
+        """A transition's outcome (the run's end is notified)."""
         if committed and new_state is RunState.SUCCEEDED:
-            self.notify(Notice(run.id, run.secret, run.policy_name, new_state.value, result.note))
+            self.notify(Notice(run.id, run.secret, run.policy_name, new_state.value, note))
         return Advance(
             run.id,
             new_state,
             executed=True,
             enqueue=committed and new_state not in FINAL_STATES,
         )
+
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """Postgres: the statements inside run in one transaction (on a connection of their
+        own, not the step's autocommit one); elsewhere each commit is its own transaction."""
+        if not self._fused:
+            yield
+            return
+        held = getattr(self._local, "conn", None)
+        with self.runtime.ledger.engine.connect() as conn, conn.begin():
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = held
 
     def _wait(
         self,
