@@ -230,12 +230,13 @@ class Side:
     def cpu(self) -> float:
         raise NotImplementedError
 
-    def run(self, name: str, prefix: str, expected: int) -> None:
+    def run(self, name: str, prefix: str, expected: int) -> tuple[int, int]:
+        """Rotate one chunk; the SQL statements and transactions it took (floor only)."""
         raise NotImplementedError
 
     def rotate(self, name: str, prefix: str, expected: int, *, timed: bool) -> None:
         cpu0, (busy0, total0) = self.cpu(), machine()
-        self.run(name, prefix, expected)
+        statements, transactions = self.run(name, prefix, expected)
         busy, total = machine()
         runs, seconds = span(self.ledger, prefix)
         if runs != expected:
@@ -245,6 +246,8 @@ class Side:
             t.runs += runs
             t.seconds += seconds
             t.cpu += self.cpu() - cpu0
+            t.statements += statements  # the warm-up's are not counted: its runs are not
+            t.transactions += transactions
             t.busy += busy - busy0
             t.total += total - total0
             t.chunks.append(runs / seconds)
@@ -284,7 +287,7 @@ class Floor(Side):
     def cpu(self) -> float:
         return time.process_time()
 
-    def run(self, name: str, prefix: str, expected: int) -> None:
+    def run(self, name: str, prefix: str, expected: int) -> tuple[int, int]:
         self.add_policy(name, f"{prefix}*")
         counter = self.counter
         s0, t0 = counter.statements, counter.transactions
@@ -292,11 +295,10 @@ class Floor(Side):
         counter.active = True
         drain(self.engine, enqueued)
         counter.active = False
-        self.tally.statements += counter.statements - s0
-        self.tally.transactions += counter.transactions - t0
         total, finished, failed = progress(self.ledger, prefix)
         if failed or finished != total or total != expected:
             raise RuntimeError(f"floor: {prefix}: {finished}/{total} finished, {failed} failed")
+        return counter.statements - s0, counter.transactions - t0
 
     def close(self) -> None:
         self.runtime.close()
@@ -373,7 +375,7 @@ class Celery(Side):
     def tick(self) -> None:
         self.app.send_task("keyturn.dispatch_due", queue=self.queue)
 
-    def run(self, name: str, prefix: str, expected: int) -> None:
+    def run(self, name: str, prefix: str, expected: int) -> tuple[int, int]:
         self.add_policy(name, f"{prefix}*")
         self.tick()
         deadline = time.monotonic() + TIMEOUT
@@ -383,7 +385,7 @@ class Celery(Side):
             if failed:
                 raise RuntimeError(f"celery: {failed} {prefix} runs failed:\n{self.tail()}")
             if total >= expected and finished == total:
-                return
+                return 0, 0  # not counted here
             if time.monotonic() >= next_tick:  # as beat would: wake anything left waiting
                 self.tick()
                 next_tick = time.monotonic() + 5.0
