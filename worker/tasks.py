@@ -76,13 +76,14 @@ def rotate_now(secret: str, actor: str | None = None, signed: object = None) -> 
 @app.task(name=ROTATE_ALL, ignore_result=False)
 def rotate_all(
     pattern: str,
-    skip: list[str] | None = None,
+    since: str | None = None,
     actor: str | None = None,
     signed: object = None,
 ) -> dict[str, Any]:
-    """``rotate_now`` for every scheduled secret matching ``pattern``, except those in ``skip``
-    (``keyturn rotate-all --since``: already rotated)."""
-    return _serve("rotate_all", {"pattern": pattern, "skip": skip}, signed, actor)
+    """``rotate_now`` for every scheduled secret matching ``pattern``; with ``since`` (an ISO
+    time: ``keyturn rotate-all --since``) a secret whose run started since then and succeeded
+    is answered with that run instead of a new one."""
+    return _serve("rotate_all", {"pattern": pattern, "since": since}, signed, actor)
 
 
 @app.task(name=ROLLBACK, ignore_result=False)

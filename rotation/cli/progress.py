@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from rotation.durations import format_duration
 from rotation.ledger.models import Run
@@ -30,7 +30,6 @@ __all__ = [
     "bucket",
     "follow_runs",
     "read_runs",
-    "succeeded_since",
 ]
 
 #: What the counts show, in order.
@@ -78,24 +77,6 @@ def read_runs(runtime: Runtime, run_ids: Sequence[int]) -> list[RunStatus]:
             ).all()
             found.extend(RunStatus(*row) for row in rows)
     return sorted(found, key=lambda status: status.run_id)
-
-
-def succeeded_since(runtime: Runtime, secrets: Sequence[str], since: datetime) -> dict[str, int]:
-    """The latest run of each of ``secrets`` that started at or after ``since`` and succeeded."""
-    found: dict[str, int] = {}
-    with runtime.ledger.sessions() as session:
-        for start in range(0, len(secrets), _CHUNK):
-            rows = session.execute(
-                select(Run.secret, func.max(Run.id))
-                .where(
-                    Run.secret.in_(list(secrets[start : start + _CHUNK])),
-                    Run.created_at >= since,
-                    Run.state == RunState.SUCCEEDED.value,
-                )
-                .group_by(Run.secret)
-            ).all()
-            found.update({secret: run_id for secret, run_id in rows})
-    return found
 
 
 @dataclass

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rotation.cli import tasks
 from rotation.cli.common import OpsCommand, fmt_time, make_console, open_runtime
-from rotation.cli.progress import follow_runs, succeeded_since
+from rotation.cli.progress import follow_runs
 from rotation.durations import format_duration, parse_duration
 from rotation.ledger.models import Run, RunEvent
 from rotation.names import validate_name
@@ -48,6 +48,8 @@ def _started(console: Console, run: dict[str, Any]) -> None:
     name = escape(str(run["secret"]))
     if run["created"]:
         console.print(f"started run {run['run_id']} for {name} ({run['state']})")
+    elif run["state"] == RunState.SUCCEEDED.value:
+        console.print(f"{name} was rotated since then: run {run['run_id']}; skipped")
     else:
         console.print(
             f"{name} is already being rotated: run {run['run_id']} ({run['state']}); "
@@ -138,12 +140,9 @@ def rotate_all_command(
             console.print(f"  {escape(name)}")
         if not yes:
             click.confirm(f"Rotate {len(names)} secrets now?", abort=True)
-        done = succeeded_since(runtime, names, skip_after) if skip_after else {}
-        run_ids = list(done.values())
-        for name in names:
-            if name in done:
-                console.print(f"{escape(name)} was rotated since then: run {done[name]}; skipped")
-        args = {"pattern": pattern, "skip": sorted(done)}
+        run_ids = []
+        # the workers tell a run that succeeded since then from one to start, per secret
+        args = {"pattern": pattern, "since": skip_after.isoformat() if skip_after else None}
         for run in tasks.request("rotate_all", args, runtime.clock())["runs"]:
             _started(console, run)
             run_ids.append(int(run["run_id"]))

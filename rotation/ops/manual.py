@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from rotation.access.audit import AuditEvent
@@ -169,6 +169,22 @@ def _triggered(t: Triggered) -> dict[str, Any]:
     return {"secret": t.secret, "run_id": t.run_id, "created": t.created, "state": t.state}
 
 
+def _since(value: object) -> datetime | None:
+    """``rotate_all``'s ``since``: an ISO time with its offset (the CLI's ``--since``)."""
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(str(value))
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise ConfigurationError(
+            f"rotate_all: since must be an ISO time with an offset (2026-05-04T09:00:00+00:00), "
+            f"not {str(value)[:64]!r}"
+        )
+    return at
+
+
 def _act(
     runtime: Runtime, action: str, args: Mapping[str, Any], principal: str, trigger: str
 ) -> Handled:
@@ -176,9 +192,9 @@ def _act(
         t = rotate_now(runtime, str(args["secret"]), actor=principal, trigger=trigger)
         return Handled({"runs": [_triggered(t)]}, [(t.run_id, t.state)] if t.created else [])
     if action == "rotate_all":
-        skip = [str(name) for name in args.get("skip") or ()]
+        since = _since(args.get("since"))
         started = rotate_all(
-            runtime, str(args["pattern"]), actor=principal, trigger=trigger, skip=skip
+            runtime, str(args["pattern"]), actor=principal, trigger=trigger, since=since
         )
         return Handled(
             {"runs": [_triggered(t) for t in started]},

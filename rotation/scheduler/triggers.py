@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rotation.access.guard import authorize_audited
@@ -14,7 +14,7 @@ from rotation.errors import ConfigurationError, InvalidSecretName
 from rotation.ledger.models import PolicyRow, Run, Schedule
 from rotation.names import matches_pattern, validate_name
 from rotation.run.runtime import Runtime
-from rotation.run.states import ACTIVE_STATES
+from rotation.run.states import ACTIVE_STATES, RunState
 from rotation.scheduler.dispatcher import new_run
 
 __all__ = ["TRIGGERS", "Triggered", "matching_secrets", "rotate_all", "rotate_now"]
@@ -25,7 +25,8 @@ TRIGGERS = ("schedule", "manual", "api")
 
 @dataclass(frozen=True)
 class Triggered:
-    """The run that now rotates ``secret``; ``created`` is False when one was already active."""
+    """The run that now rotates ``secret``; ``created`` is False when one was already active
+    (or, asked with ``since``, when one started since then and succeeded: state ``succeeded``)."""
 
     secret: str
     run_id: int
@@ -39,8 +40,17 @@ def authorize_rotation(actor: str, permission: Permission, secret: str | None) -
         authorize_audited(permission, permission.value, secret)
 
 
-def rotate_now(runtime: Runtime, secret: str, *, actor: str, trigger: str = "manual") -> Triggered:
-    """Start a run for ``secret`` now, or return the active one; never starts a second."""
+def rotate_now(
+    runtime: Runtime,
+    secret: str,
+    *,
+    actor: str,
+    trigger: str = "manual",
+    since: datetime | None = None,
+) -> Triggered:
+    """Start a run for ``secret`` now, or return the active one; never starts a second. With
+    ``since``, a run that started at or after it and succeeded counts as done (returned, no
+    new run): checked after the active run, so a run ending meanwhile is one or the other."""
     validate_name(secret)
     authorize_rotation(actor, Permission.ROTATE, secret)
     if trigger not in TRIGGERS:
@@ -54,6 +64,16 @@ def rotate_now(runtime: Runtime, secret: str, *, actor: str, trigger: str = "man
         ).first()
         if active is not None:
             return Triggered(secret, active[0], False, active[1])
+        if since is not None:
+            done = session.scalar(
+                select(func.max(Run.id)).where(
+                    Run.secret == secret,
+                    Run.created_at >= since,
+                    Run.state == RunState.SUCCEEDED.value,
+                )
+            )
+            if done is not None:
+                return Triggered(secret, done, False, RunState.SUCCEEDED.value)
         schedule = session.execute(
             select(Schedule).where(Schedule.secret == secret).with_for_update()
         ).scalar_one_or_none()
@@ -131,13 +151,12 @@ def rotate_all(
     *,
     actor: str,
     trigger: str = "manual",
-    skip: Collection[str] = (),
+    since: datetime | None = None,
 ) -> list[Triggered]:
-    """``rotate_now`` for every scheduled secret matching ``pattern`` (see ``matching_secrets``)
-    but those in ``skip``."""
+    """``rotate_now`` for every scheduled secret matching ``pattern`` (see ``matching_secrets``),
+    each with ``since``."""
     authorize_rotation(actor, Permission.ROTATE_ALL, None)
     return [
-        rotate_now(runtime, name, actor=actor, trigger=trigger)
+        rotate_now(runtime, name, actor=actor, trigger=trigger, since=since)
         for name in matching_secrets(runtime, pattern)
-        if name not in skip
     ]

@@ -343,6 +343,25 @@ def test_rotate_now_never_starts_a_second_run(ledger_url, backend, clock, schedu
         rotate_now(runtime, "unknown_secret", actor="alice")
 
 
+def test_rotate_now_since_answers_a_run_that_succeeded_since_then(
+    ledger_url, backend, clock, schedules
+) -> None:
+    """``rotate-all --since``: the worker decides per secret, after the active-run check, so a
+    run that ends between the operator's two commands is skipped, not rotated again."""
+    runtime, engine, dispatcher = make(ledger_url, backend, clock, schedules)
+    dispatcher.sync_policies(clock.now)
+    began = clock.now
+    first = rotate_now(runtime, "api_key_ncbi", actor="alice", since=began)
+    assert first.created
+    during = rotate_now(runtime, "api_key_ncbi", actor="alice", since=began)
+    assert (during.run_id, during.created) == (first.run_id, False)  # active: kept
+    drive(engine, first.run_id, "pending", clock, dispatcher)
+    after = rotate_now(runtime, "api_key_ncbi", actor="alice", since=began)
+    assert (after.run_id, after.created, after.state) == (first.run_id, False, "succeeded")
+    fresh = rotate_now(runtime, "api_key_ncbi", actor="alice", since=clock.now)
+    assert fresh.created and fresh.run_id != first.run_id  # nothing since then: a new run
+
+
 def test_window_defers_start(ledger_url, backend, clock, tmp_path) -> None:
     body = BASIC.replace(
         "schedule: {every: 1h}", 'schedule: {every: 1h}\n    window: {start: "05:00", end: "06:00"}'

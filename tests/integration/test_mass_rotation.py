@@ -146,6 +146,7 @@ def rotate_everything(
         finally:
             if first.poll() is None:
                 first.kill()
+                first.communicate()  # reaped and its pipe closed: no warning in a later test
         text = output.decode(errors="replace")
         throttled_answers = proxy.stats["throttled"]
     direct_text = f"\n{text[-3000:]}\n{cluster.logs()}"
