@@ -5,6 +5,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import threading
+import time
+from multiprocessing.connection import Connection
 
 import pytest
 
@@ -185,3 +188,58 @@ def test_four_processes_two_hundred_writes_each_lose_nothing(tmp_path) -> None:
     assert len(names) == 800
     assert provider.read("w3/s199").value == "value-3-199"
     assert not [p for p in tmp_path.rglob(".secret-*")]
+
+
+def test_writers_lock_is_the_one_filelock_takes(tmp_path) -> None:
+    """A process still locking with ``filelock`` (an earlier version) and this one exclude each
+    other: both ``flock`` the same ``.lock``."""
+    from filelock import FileLock, Timeout
+
+    provider = LocalProvider(tmp_path)
+    provider.write("k", "v0")
+    other = FileLock(str(tmp_path / ".lock"))
+    other.acquire()
+    writer = threading.Thread(target=provider.write, args=("k", "v1"))
+    try:
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and provider.read("k").value == "v0"
+    finally:
+        other.release()
+    writer.join(10)
+    assert not writer.is_alive() and provider.read("k").value == "v1"
+    with provider._lock, pytest.raises(Timeout):  # and the other way round
+        FileLock(str(tmp_path / ".lock")).acquire(timeout=0.2)
+
+
+def _forked_write(provider: LocalProvider, done: Connection) -> None:
+    provider.write("k", "child")
+    done.send(time.monotonic())
+
+
+def test_a_child_forked_while_the_parent_holds_the_lock_waits_for_it(tmp_path) -> None:
+    """Celery prefork children fork after the provider exists, maybe mid-write: a child must not
+    share the parent's hold on the lock (flock belongs to the open file, which fork shares)."""
+    provider = LocalProvider(tmp_path)
+    provider.write("k", "parent")
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    with provider._thread_lock, provider._lock:
+        child = ctx.Process(target=_forked_write, args=(provider, send))
+        child.start()
+        time.sleep(0.5)
+        released = time.monotonic()
+    child.join(30)
+    assert child.exitcode == 0
+    assert receive.recv() >= released
+    assert provider.read("k").value == "child"
+    provider.write("k", "parent again")  # the parent's lock still works after the fork
+    assert LocalProvider(tmp_path).read("k").value == "parent again"
+
+
+def test_a_removed_lock_file_is_made_again(tmp_path) -> None:
+    provider = LocalProvider(tmp_path)
+    provider.write("k", "v0")
+    (tmp_path / ".lock").unlink()
+    provider.write("k", "v1")
+    assert (tmp_path / ".lock").exists() and LocalProvider(tmp_path).read("k").value == "v1"
