@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -198,7 +199,8 @@ class LocalProvider(StoreBackedProvider):
         self._name_key = hmac.new(key_bytes, _NAME_CONTEXT, hashlib.sha256).digest()
         self._lock = _WriterLock(str(self.directory / ".lock"))
         self._thread_lock = threading.Lock()
-        self._secrets_prefix = os.path.join(self.secrets_dir, "")
+        self._secrets_str = str(self.secrets_dir)
+        self._secrets_prefix = os.path.join(self._secrets_str, "")
         #: file id -> (file identity, decrypted entry, its plaintext): what this process last
         #: read or wrote; a read of an unchanged file is one stat.
         self._cached: dict[str, tuple[Identity, dict[str, Any], bytes]] = {}
@@ -324,11 +326,11 @@ class LocalProvider(StoreBackedProvider):
         nonce = secrets.token_bytes(NONCE_BYTES)
         blob = MAGIC + nonce + self._cipher.encrypt(nonce, plaintext, MAGIC + file_id.encode())
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=self.secrets_dir)
+            fd, tmp = self._temp_file()
         except FileNotFoundError:  # the first write to this store
             self._seal_check()
             self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=self.secrets_dir)
+            fd, tmp = self._temp_file()
         # Each version of a file gets a later mtime than the one it replaces (read under this
         # lock), even when the clock is coarse or went back: the freed inode of a version before
         # is reused at once, often at the same size, so (inode, size, mtime) must not repeat.
@@ -337,20 +339,35 @@ class LocalProvider(StoreBackedProvider):
         if previous is not None:
             stamp = max(stamp, previous[0][2] + 1)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-                handle.flush()
-                os.utime(handle.fileno(), ns=(stamp, stamp))
-                os.fsync(handle.fileno())
+            try:
+                written = 0
+                while written < len(blob):
+                    written += os.write(fd, blob[written:])
+                os.utime(fd, ns=(stamp, stamp))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
-        _fsync_dir(self.secrets_dir)
+        _fsync_dir(self._secrets_str)
         # under the writers' lock nobody else replaces the file: this identity is what we wrote
         # (taken after the rename, which changes the ctime)
         identity = _identity(os.stat(path))
         self._cached[file_id] = (identity, {"name": name, "record": record}, plaintext)
+
+    def _temp_file(self) -> tuple[int, str]:
+        """A new file ``secrets/.secret-<random>``, mode 0600, open for writing (what
+        ``tempfile.mkstemp`` does, without its per-call setup)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        while True:
+            tmp = f"{self._secrets_prefix}.secret-{secrets.token_hex(8)}"
+            try:
+                return os.open(tmp, flags, 0o600), tmp
+            except FileExistsError:
+                continue
 
     def _seal_check(self) -> None:
         """Write ``check.enc`` (first write only): later openings verify their key with it."""
