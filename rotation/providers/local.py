@@ -126,7 +126,7 @@ class _WriterLock:
             self._fallback.acquire()
             return
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd, created = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 # the file locked must still be the one at the path (not removed meanwhile)
@@ -137,6 +137,8 @@ class _WriterLock:
                 os.close(fd)
                 if exc.errno not in _NO_FLOCK:
                     raise
+                if created:  # filelock's own fallback marks a hold by creating the file
+                    os.unlink(self.path)
                 self._fallback = FileLock(self.path)
                 self._fallback.acquire()
                 return
@@ -147,6 +149,18 @@ class _WriterLock:
                 self._fd = fd
                 return
             os.close(fd)
+
+    def _open(self) -> tuple[int, bool]:
+        """The lock file open, and whether this call created it."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CLOEXEC), False
+        except FileNotFoundError:
+            pass
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags, 0o600), True
+        except FileExistsError:  # another process created it meanwhile
+            return os.open(self.path, os.O_RDWR | os.O_CLOEXEC), False
 
     def __exit__(self, *exc_info: object) -> None:
         fd, self._fd = self._fd, -1

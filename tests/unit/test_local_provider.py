@@ -328,3 +328,20 @@ def test_a_failed_write_leaves_no_trace_in_the_cache(tmp_path, monkeypatch) -> N
     assert not list(tmp_path.rglob(".secret-*"))
     provider.stage_pending("k", "v1", token="t1")
     assert LocalProvider(tmp_path).read("k", stage=Stage.PENDING).value == "v1"
+
+
+def test_without_flock_the_lock_falls_back_to_filelock(tmp_path, monkeypatch) -> None:
+    import errno
+
+    import rotation.providers.local as local
+
+    def no_flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    provider = LocalProvider(tmp_path)
+    monkeypatch.setattr(local.fcntl, "flock", no_flock)
+    with pytest.warns(UserWarning, match="falling back"):  # filelock says so, as before
+        provider.write("k", "v0")
+    provider.write("k", "v1")
+    assert provider._lock._fallback is not None
+    assert LocalProvider(tmp_path).read("k").value == "v1"
