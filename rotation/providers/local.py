@@ -12,8 +12,14 @@ Layout of ``KEYTURN_LOCAL_DIR`` (default ``.keyturn/``, mode 0700):
   is set. A store without its key is never re-keyed: it is an error.
 - ``check.enc`` — a sealed constant: opening the store with another key fails at once
   (``StoreCorrupted``), instead of finding no secrets under the ids that key derives.
-- ``.lock`` — serializes writers across processes (``filelock``). Writes go to a temp file,
-  are fsynced, then renamed into place; readers never take the lock.
+- ``.lock`` — serializes writers across processes (``flock``, as ``filelock`` takes it: either
+  may hold it against the other). Writes go to a temp file, are fsynced, then renamed into
+  place, and the directory is fsynced; readers never take the lock.
+
+Each process caches every record it read or wrote with the file's identity (inode, size,
+mtime, ctime): a read of an unchanged file is one ``stat``, and a write leaves its own record
+cached, so the reads that follow it neither decrypt nor parse. Every write sets the file's mtime
+later than its previous version's, so an identity never comes back for a newer content.
 
 A store written by an earlier version (one sealed ``store.enc`` for everything) is converted on
 first use: every secret is written to its own file, then ``store.enc`` is removed. A crash midway
@@ -24,6 +30,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import errno
+import fcntl
 import hashlib
 import hmac
 import json
@@ -31,6 +40,8 @@ import os
 import secrets
 import tempfile
 import threading
+import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,12 +86,110 @@ def _decode_key(text: str, source: str) -> bytes:
     return key
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str | Path) -> None:
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+#: A file's identity: (inode, size, mtime, ctime). Files are replaced, never changed in place.
+Identity = tuple[int, int, int, int]
+
+
+def _identity(st: os.stat_result) -> Identity:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+#: ``flock`` is missing on this filesystem: ``filelock`` falls back to a lock file of its own.
+_NO_FLOCK = frozenset({errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+class _WriterLock:
+    """The writers' lock across processes: ``flock`` on ``.lock``, opened for each hold.
+
+    Not an fd held for the process's life: a lock taken with ``flock`` belongs to the open file,
+    which a forked child shares with its parent, so a held fd would let a Celery prefork child
+    and its parent both "hold" it. Opening per hold costs an ``open`` and a ``close`` (a few
+    microseconds); ``filelock.FileLock`` flocks the same file the same way, with ~0.2 ms of
+    bookkeeping per hold, and stays the fallback where the filesystem has no ``flock``. Callers
+    serialize the threads of a process (``LocalProvider._thread_lock``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = -1
+        self._fallback: FileLock | None = None
+
+    def __enter__(self) -> None:
+        if self._fallback is not None:
+            self._fallback.acquire()
+            return
+        while True:
+            fd, created = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # the file locked must still be the one at the path (not removed meanwhile)
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in _NO_FLOCK:
+                    raise
+                if created:  # filelock's own fallback marks a hold by creating the file
+                    os.unlink(self.path)
+                self._fallback = FileLock(self.path)
+                self._fallback.acquire()
+                return
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                self._fd = fd
+                return
+            os.close(fd)
+
+    def _open(self) -> tuple[int, bool]:
+        """The lock file open, and whether this call created it."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CLOEXEC), False
+        except FileNotFoundError:
+            pass
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags, 0o600), True
+        except FileExistsError:  # another process created it meanwhile
+            return os.open(self.path, os.O_RDWR | os.O_CLOEXEC), False
+
+    def __exit__(self, *exc_info: object) -> None:
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            if self._fallback is not None:
+                self._fallback.release()
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def forget_after_fork(self) -> None:
+        """In a child forked while the parent held the lock: drop the parent's hold without
+        releasing it (an unlock here would release the parent's lock)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+_providers: weakref.WeakSet[LocalProvider] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for provider in list(_providers):
+        provider._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class LocalProvider(StoreBackedProvider):
@@ -102,10 +211,16 @@ class LocalProvider(StoreBackedProvider):
         key_bytes = self._load_key(key)
         self._cipher = AESGCM(key_bytes)
         self._name_key = hmac.new(key_bytes, _NAME_CONTEXT, hashlib.sha256).digest()
-        self._lock = FileLock(str(self.directory / ".lock"))
+        self._lock = _WriterLock(str(self.directory / ".lock"))
         self._thread_lock = threading.Lock()
-        #: file id -> (file identity, decrypted record): a re-read of an unchanged file is free.
-        self._cached: dict[str, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
+        self._secrets_str = str(self.secrets_dir)
+        self._secrets_prefix = os.path.join(self._secrets_str, "")
+        #: file id -> (file identity, decrypted entry, its plaintext): what this process last
+        #: read or wrote; a read of an unchanged file is one stat.
+        self._cached: dict[str, tuple[Identity, dict[str, Any], bytes]] = {}
+        #: name -> file id (an HMAC per name, computed once).
+        self._file_ids: dict[str, str] = {}
+        _providers.add(self)
         self.check_path = self.directory / "check.enc"
         if self.check_path.exists():
             self._open(self.check_path, MAGIC + b"check", self.check_path.read_bytes())
@@ -153,12 +268,21 @@ class LocalProvider(StoreBackedProvider):
     # --- one sealed file per secret --------------------------------------------------------
 
     def _file_id(self, name: str) -> str:
-        return hmac.new(self._name_key, name.encode(), hashlib.sha256).hexdigest()[:40]
+        file_id = self._file_ids.get(name)
+        if file_id is None:
+            digest = hmac.new(self._name_key, name.encode(), hashlib.sha256).hexdigest()
+            file_id = self._file_ids[name] = digest[:40]
+        return file_id
 
-    def _path(self, file_id: str) -> Path:
-        return self.secrets_dir / f"{file_id}.enc"
+    def _path(self, file_id: str) -> str:
+        return f"{self._secrets_prefix}{file_id}.enc"
 
-    def _open(self, path: Path, aad: bytes, blob: bytes, magic: bytes = MAGIC) -> bytes:
+    def _after_fork(self) -> None:
+        """In a forked child: a lock another thread of the parent held is not held here."""
+        self._thread_lock = threading.Lock()
+        self._lock.forget_after_fork()
+
+    def _open(self, path: str | Path, aad: bytes, blob: bytes, magic: bytes = MAGIC) -> bytes:
         header = blob[: len(magic)]
         nonce = blob[len(magic) : len(magic) + NONCE_BYTES]
         if header != magic or len(nonce) != NONCE_BYTES:
@@ -175,18 +299,19 @@ class LocalProvider(StoreBackedProvider):
                 "corrupted. Nothing was changed."
             ) from None
 
-    def _read_record(self, file_id: str) -> dict[str, Any] | None:
-        """The decrypted ``{"name", "record"}`` of one file, or None when it does not exist."""
+    def _read_cached(self, file_id: str) -> tuple[Identity, dict[str, Any], bytes] | None:
+        """(identity, decrypted ``{"name", "record"}``, its plaintext) of one file, or None when
+        it does not exist; read again (stat first) only when the file changed."""
         path = self._path(file_id)
+        cached = self._cached.get(file_id)
         try:
+            if cached is not None and _identity(os.stat(path)) == cached[0]:
+                return cached
             with open(path, "rb") as handle:
-                st = os.fstat(handle.fileno())
-                identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                cached = self._cached.get(file_id)
-                if cached is not None and cached[0] == identity:
-                    return cached[1]
+                identity = _identity(os.fstat(handle.fileno()))
                 blob = handle.read()
         except FileNotFoundError:
+            self._cached.pop(file_id, None)
             return None
         plaintext = self._open(path, MAGIC + file_id.encode(), blob)
         try:
@@ -194,32 +319,69 @@ class LocalProvider(StoreBackedProvider):
             entry["name"], entry["record"]
         except (ValueError, KeyError, TypeError):
             raise StoreCorrupted(f"{path} decrypted but does not hold a secret.") from None
-        self._cached[file_id] = (identity, entry)
-        return entry
+        cached = self._cached[file_id] = (identity, entry, plaintext)
+        return cached
 
-    def _write_record(self, file_id: str, name: str, record: dict[str, Any] | None) -> None:
+    @staticmethod
+    def _plaintext(name: str, record: dict[str, Any]) -> bytes:
+        return json.dumps({"name": name, "record": record}, separators=(",", ":")).encode()
+
+    def _write_record(
+        self, file_id: str, name: str, record: dict[str, Any] | None, plaintext: bytes = b""
+    ) -> None:
+        """Replace one file, durably (temp file, fsync, rename, directory fsync); the caller
+        holds the writers' lock. What was written stays cached: the next read is one stat."""
         path = self._path(file_id)
         if record is None:
-            path.unlink(missing_ok=True)
             self._cached.pop(file_id, None)
+            Path(path).unlink(missing_ok=True)
             return
-        if not self.secrets_dir.is_dir():
-            self._seal_check()
-            self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
-        plaintext = json.dumps({"name": name, "record": record}, separators=(",", ":")).encode()
+        plaintext = plaintext or self._plaintext(name, record)
         nonce = secrets.token_bytes(NONCE_BYTES)
         blob = MAGIC + nonce + self._cipher.encrypt(nonce, plaintext, MAGIC + file_id.encode())
-        fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=self.secrets_dir)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd, tmp = self._temp_file()
+        except FileNotFoundError:  # the first write to this store
+            self._seal_check()
+            self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+            fd, tmp = self._temp_file()
+        # Each version of a file gets a later mtime than the one it replaces (read under this
+        # lock), even when the clock is coarse or went back: the freed inode of a version before
+        # is reused at once, often at the same size, so (inode, size, mtime) must not repeat.
+        previous = self._cached.pop(file_id, None)
+        stamp = time.time_ns()
+        if previous is not None:
+            stamp = max(stamp, previous[0][2] + 1)
+        try:
+            try:
+                written = 0
+                while written < len(blob):
+                    written += os.write(fd, blob[written:])
+                os.utime(fd, ns=(stamp, stamp))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
-        _fsync_dir(self.secrets_dir)
+        _fsync_dir(self._secrets_str)
+        # under the writers' lock nobody else replaces the file: this identity is what we wrote
+        # (taken after the rename, which changes the ctime)
+        identity = _identity(os.stat(path))
+        self._cached[file_id] = (identity, {"name": name, "record": record}, plaintext)
+
+    def _temp_file(self) -> tuple[int, str]:
+        """A new file ``secrets/.secret-<random>``, mode 0600, open for writing (what
+        ``tempfile.mkstemp`` does, without its per-call setup)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        while True:
+            tmp = f"{self._secrets_prefix}.secret-{secrets.token_hex(8)}"
+            try:
+                return os.open(tmp, flags, 0o600), tmp
+            except FileExistsError:
+                continue
 
     def _seal_check(self) -> None:
         """Write ``check.enc`` (first write only): later openings verify their key with it."""
@@ -235,19 +397,32 @@ class LocalProvider(StoreBackedProvider):
         os.replace(tmp, self.check_path)
         _fsync_dir(self.directory)
 
-    def _load(self, name: str | None) -> VersionedStore:
+    def _load(
+        self,
+        name: str | None,
+        entries: dict[str, tuple[Identity, dict[str, Any], bytes]] | None = None,
+    ) -> VersionedStore:
         """One secret's store (``name``), or every secret's (None: listing)."""
-        secrets_: dict[str, Any] = {}
+        if entries is None:
+            entries = self._entries(name)
+        return VersionedStore(
+            {"secrets": {n: entry["record"] for n, (_, entry, _) in entries.items()}},
+            max_versions=self.max_versions,
+        )
+
+    def _entries(self, name: str | None) -> dict[str, tuple[Identity, dict[str, Any], bytes]]:
+        """Cache entries by name: of ``name`` (if it exists), or of every secret (None)."""
+        found: dict[str, tuple[Identity, dict[str, Any], bytes]] = {}
         if name is not None:
-            entry = self._read_record(self._file_id(name))
-            if entry is not None:
-                secrets_[name] = entry["record"]
+            cached = self._read_cached(self._file_id(name))
+            if cached is not None:
+                found[name] = cached
         elif self.secrets_dir.is_dir():
             for path in sorted(self.secrets_dir.glob("*.enc")):
-                entry = self._read_record(path.stem)
-                if entry is not None:
-                    secrets_[entry["name"]] = entry["record"]
-        return VersionedStore({"secrets": secrets_}, max_versions=self.max_versions)
+                cached = self._read_cached(path.stem)
+                if cached is not None:
+                    found[cached[1]["name"]] = cached
+        return found
 
     def _convert_legacy(self) -> None:
         """Write every secret of a single-file store to its own file, then remove the old file."""
@@ -275,14 +450,28 @@ class LocalProvider(StoreBackedProvider):
 
     def _mutate(self, change: Callable[[VersionedStore], T], name: str | None = None) -> T:
         with self._thread_lock, self._lock:
-            store = self._load(name)
-            before = {n: json.dumps(r, sort_keys=True) for n, r in store.state["secrets"].items()}
-            result = change(store)
-            after: dict[str, Any] = store.state["secrets"]
-            for changed in set(before) | set(after):
-                record = after.get(changed)
-                if record is None or json.dumps(record, sort_keys=True) != before.get(changed):
-                    self._write_record(self._file_id(changed), changed, record)
+            entries = self._entries(name)
+            before = {n: plaintext for n, (_, _, plaintext) in entries.items()}
+            store = self._load(name, entries)
+            try:
+                result = change(store)
+                after: dict[str, Any] = store.state["secrets"]
+                for changed in set(before) | set(after):
+                    record = after.get(changed)
+                    if record is None:
+                        self._write_record(self._file_id(changed), changed, None)
+                        continue
+                    plaintext = self._plaintext(changed, record)
+                    if plaintext != before.get(changed):
+                        self._write_record(self._file_id(changed), changed, record, plaintext)
+            except BaseException:
+                # ``change`` works on the cached records themselves: forget what was not written
+                for changed in set(before) | set(store.state["secrets"]):
+                    file_id = self._file_id(changed)
+                    cached = self._cached.get(file_id)
+                    if cached is not None and cached[2] == before.get(changed):
+                        del self._cached[file_id]
+                raise
             return result
 
     def check_access(self, names: Sequence[str]) -> list[AccessCheck]:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import threading
+import time
+from multiprocessing.connection import Connection
 
 import pytest
 
-from rotation.errors import ConfigurationError, InvalidSecretName, StoreCorrupted
+from rotation.errors import ConfigurationError, InvalidSecretName, SecretNotFound, StoreCorrupted
 from rotation.providers.local import LocalProvider, generate_key
+from rotation.values import Stage
 
 
 def _files(root) -> dict[str, bytes]:
@@ -185,3 +189,159 @@ def test_four_processes_two_hundred_writes_each_lose_nothing(tmp_path) -> None:
     assert len(names) == 800
     assert provider.read("w3/s199").value == "value-3-199"
     assert not [p for p in tmp_path.rglob(".secret-*")]
+
+
+def test_writers_lock_is_the_one_filelock_takes(tmp_path) -> None:
+    """A process still locking with ``filelock`` (an earlier version) and this one exclude each
+    other: both ``flock`` the same ``.lock``."""
+    from filelock import FileLock, Timeout
+
+    provider = LocalProvider(tmp_path)
+    provider.write("k", "v0")
+    other = FileLock(str(tmp_path / ".lock"))
+    other.acquire()
+    writer = threading.Thread(target=provider.write, args=("k", "v1"))
+    try:
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and provider.read("k").value == "v0"
+    finally:
+        other.release()
+    writer.join(10)
+    assert not writer.is_alive() and provider.read("k").value == "v1"
+    with provider._lock, pytest.raises(Timeout):  # and the other way round
+        FileLock(str(tmp_path / ".lock")).acquire(timeout=0.2)
+
+
+def _forked_write(provider: LocalProvider, done: Connection) -> None:
+    provider.write("k", "child")
+    done.send(time.monotonic())
+
+
+def test_a_child_forked_while_the_parent_holds_the_lock_waits_for_it(tmp_path) -> None:
+    """Celery prefork children fork after the provider exists, maybe mid-write: a child must not
+    share the parent's hold on the lock (flock belongs to the open file, which fork shares)."""
+    provider = LocalProvider(tmp_path)
+    provider.write("k", "parent")
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    with provider._thread_lock, provider._lock:
+        child = ctx.Process(target=_forked_write, args=(provider, send))
+        child.start()
+        time.sleep(0.5)
+        released = time.monotonic()
+    child.join(30)
+    assert child.exitcode == 0
+    assert receive.recv() >= released
+    assert provider.read("k").value == "child"
+    provider.write("k", "parent again")  # the parent's lock still works after the fork
+    assert LocalProvider(tmp_path).read("k").value == "parent again"
+
+
+def test_a_removed_lock_file_is_made_again(tmp_path) -> None:
+    provider = LocalProvider(tmp_path)
+    provider.write("k", "v0")
+    (tmp_path / ".lock").unlink()
+    provider.write("k", "v1")
+    assert (tmp_path / ".lock").exists() and LocalProvider(tmp_path).read("k").value == "v1"
+
+
+class _CountingCipher:
+    """Wraps the provider's AESGCM and counts decryptions."""
+
+    def __init__(self, cipher) -> None:  # type: ignore[no-untyped-def]
+        self.cipher, self.decrypted = cipher, 0
+
+    def encrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        return self.cipher.encrypt(nonce, data, aad)
+
+    def decrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        self.decrypted += 1
+        return self.cipher.decrypt(nonce, data, aad)
+
+
+def test_reads_after_our_own_writes_decrypt_nothing(tmp_path) -> None:
+    provider = LocalProvider(tmp_path)
+    provider.write("k", "v0")
+    cipher = provider._cipher = _CountingCipher(provider._cipher)  # type: ignore[assignment]
+    provider.stage_pending("k", "v1", token="t1")
+    assert provider.read("k", stage=Stage.PENDING).value == "v1"
+    provider.promote("k", token="t1")
+    assert (
+        provider.read("k").value == "v1" and provider.read("k", stage=Stage.PREVIOUS).value == "v0"
+    )
+    assert cipher.decrypted == 0
+    other = LocalProvider(tmp_path)  # another process's view: reads the files
+    assert other.read("k").value == "v1" and other.versions("k")[-1].token == "t1"
+
+
+def test_a_change_that_writes_nothing_leaves_the_file_as_it_was(tmp_path) -> None:
+    provider = LocalProvider(tmp_path)
+    provider.write("k", "v0")
+    provider.stage_pending("k", "v1", token="t1")
+    provider.promote("k", token="t1")
+    [path] = (tmp_path / "secrets").iterdir()
+    before = path.stat()
+    provider.promote("k", token="t1")  # already current: idempotent
+    provider.stage_pending("k", "v1", token="t1")  # same token and value: idempotent
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_another_writer_is_seen_even_when_inodes_and_sizes_repeat(tmp_path, monkeypatch) -> None:
+    """Another process's cache must notice every new version: the inode of the version before
+    last is reused at once and the size is often the same, so the mtime moves forward on each
+    write, even with a clock that stands still."""
+    import rotation.providers.local as local
+
+    frozen = 1_700_000_000_000_000_000
+    monkeypatch.setattr(local.time, "time_ns", lambda: frozen)
+    reader, writer = LocalProvider(tmp_path), LocalProvider(tmp_path)
+    writer.write("k", "v-000")
+    stamps = []
+    for i in range(1, 30):
+        assert reader.read("k").value == f"v-{2 * i - 2:03d}"
+        writer.write("k", f"v-{2 * i - 1:03d}")
+        writer.write("k", f"v-{2 * i:03d}")  # the inode the reader cached is free again
+        stamps.append(next((tmp_path / "secrets").iterdir()).stat().st_mtime_ns)
+    assert stamps == [frozen + 2 * i for i in range(1, 30)]
+
+
+def test_a_failed_write_leaves_no_trace_in_the_cache(tmp_path, monkeypatch) -> None:
+    """The stage rules change the cached record in place: a write that fails must not leave
+    the change readable in this process."""
+    import rotation.providers.local as local
+
+    provider = LocalProvider(tmp_path)
+    provider.write("k", "v0")
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(local.os, "replace", disk_full)
+    with pytest.raises(OSError):
+        provider.stage_pending("k", "v1", token="t1")
+    monkeypatch.undo()
+    with pytest.raises(SecretNotFound):
+        provider.read("k", stage=Stage.PENDING)
+    assert provider.read("k").value == "v0" and len(provider.versions("k")) == 1
+    assert not list(tmp_path.rglob(".secret-*"))
+    provider.stage_pending("k", "v1", token="t1")
+    assert LocalProvider(tmp_path).read("k", stage=Stage.PENDING).value == "v1"
+
+
+def test_without_flock_the_lock_falls_back_to_filelock(tmp_path, monkeypatch) -> None:
+    import errno
+
+    import rotation.providers.local as local
+
+    def no_flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    provider = LocalProvider(tmp_path)
+    monkeypatch.setattr(local.fcntl, "flock", no_flock)
+    with pytest.warns(UserWarning, match="falling back"):  # filelock says so, as before
+        provider.write("k", "v0")
+    provider.write("k", "v1")
+    assert provider._lock._fallback is not None
+    assert LocalProvider(tmp_path).read("k").value == "v1"
