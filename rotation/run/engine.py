@@ -1073,14 +1073,7 @@ class Engine:
                 to_state=final,
                 outcome=outcome,
                 message=message,
-                values={
-                    "state": final.value,
-                    "state_entered_at": now,
-                    "finished_at": now,
-                    "last_error": message[:_MAX_ERROR_CHARS],
-                    "next_attempt_at": None,
-                    "enqueued_at": None,
-                },
+                values=_ended(final, now, message),
                 # needs_attention keeps the schedule blocked until a human resolves the run
                 schedule_update=self._reschedule(
                     run, policy, rotated=False, retry_after=retry_after
@@ -1325,14 +1318,7 @@ class Engine:
                 to_state=RunState.FAILED,
                 outcome="rollback",
                 message=message,
-                values={
-                    "state": RunState.FAILED.value,
-                    "state_entered_at": now,
-                    "finished_at": now,
-                    "last_error": message[:_MAX_ERROR_CHARS],
-                    "next_attempt_at": None,
-                    "enqueued_at": None,
-                },
+                values=_ended(RunState.FAILED, now, message),
                 schedule_update=self._reschedule(
                     run, policy, rotated=False, retry_after=retry_after
                 ),
@@ -1565,6 +1551,18 @@ class _Taken:
     policy_hash: str | None
     policy_removed_at: datetime | None
     schedule_removed_at: datetime | None
+
+
+def _ended(final: RunState, now: datetime, message: str) -> dict[str, object]:
+    """The run columns of a run ending in ``final`` at ``now`` because of ``message``."""
+    return {
+        "state": final.value,
+        "state_entered_at": now,
+        "finished_at": now,
+        "last_error": message[:_MAX_ERROR_CHARS],
+        "next_attempt_at": None,
+        "enqueued_at": None,
+    }
 
 
 def _carried(
