@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from rotation.cli.common import OpsCommand, make_console
-from rotation.config import EngineSettings, FlowerSettings
+from rotation.config import EngineSettings, FlowerSettings, RequestSettings
 from rotation.ledger.db import Ledger
 from rotation.ops.doctor import (
     Finding,
@@ -23,6 +23,7 @@ from rotation.ops.doctor import (
     check_dispatcher,
     check_flower,
     check_ledger,
+    check_requests,
     guarded,
     one_line,
 )
@@ -177,6 +178,7 @@ def doctor_command(flower_url: str | None, schedules: Path | None, timeout: floa
             show([Finding("worker", Status.SKIP, "the broker is unreachable")])
         files = schedules or default_schedules_dir()
         show(guarded("backends", lambda: check_backends(runtime, files)))
+        show(guarded("requests", lambda: check_requests(RequestSettings.from_env())))
         show(check_flower(flower_url, FlowerSettings.from_env(), timeout))
     finally:
         runtime.close()

@@ -1,5 +1,6 @@
 """``keyturn doctor``'s checks that need no Celery: the ledger and its migrations, the clock
-against the database, every policy's backend and its permissions, Flower's authentication.
+against the database, every policy's backend and its permissions, the operator keys of manual
+requests, Flower's authentication.
 
 Each check returns :class:`Finding` lines: ``ok``, ``warn`` (works, but look), ``fail`` (fix
 it: the line says what) or ``skip`` (not applicable here). Nothing is changed anywhere: backends
@@ -20,11 +21,13 @@ from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from rotation.config import FlowerSettings
+from rotation.access.requests import Keyring, load_private_key
+from rotation.config import FlowerSettings, RequestSettings
 from rotation.errors import KeyturnError
 from rotation.ledger.db import Ledger
 from rotation.ledger.migrate import alembic_config
@@ -44,6 +47,7 @@ __all__ = [
     "check_dispatcher",
     "check_flower",
     "check_ledger",
+    "check_requests",
     "guarded",
     "one_line",
     "safe_url",
@@ -259,6 +263,63 @@ def _backend(runtime: Runtime, alias: str, secrets: Sequence[str]) -> list[Findi
 
 
 # --- Flower ----------------------------------------------------------------------------------
+
+
+# --- manual requests' keys (docs/audit-and-roles.md, "Trust boundaries") ------------------------
+
+
+def check_requests(settings: RequestSettings) -> list[Finding]:
+    """The workers' keyring and this host's operator key, when set here: both load, and the
+    key's principal has the matching public key in the keyring (else the workers refuse it)."""
+    keyring = None
+    if settings.operator_keys is None:
+        found = [
+            Finding(
+                "keyring (KEYTURN_OPERATOR_KEYS)",
+                Status.SKIP,
+                "not set here (the workers': without it they refuse signed requests, and "
+                f"unsigned ones act as {settings.api_principal!r})",
+            )
+        ]
+    else:
+        try:
+            keyring = Keyring.load(settings.operator_keys)
+        except KeyturnError as exc:
+            found = [Finding("keyring (KEYTURN_OPERATOR_KEYS)", Status.FAIL, exc.message)]
+        else:
+            names = ", ".join(sorted(keyring.keys)) or "none"
+            status = Status.OK if keyring.keys else Status.WARN
+            found = [
+                Finding(
+                    "keyring (KEYTURN_OPERATOR_KEYS)",
+                    status,
+                    f"{len(keyring.keys)} operator key(s) in {settings.operator_keys}: {names}",
+                )
+            ]
+    return found + _operator_key(settings, keyring)
+
+
+def _operator_key(settings: RequestSettings, keyring: Keyring | None) -> list[Finding]:
+    check = "operator key (KEYTURN_OPERATOR_KEY)"
+    if settings.operator_key is None:
+        detail = "not set: `keyturn rotate|rotate-all|rollback|resolve` cannot sign here"
+        return [Finding(check, Status.SKIP, detail)]
+    principal = Path(settings.operator_key).stem
+    try:
+        key = load_private_key(settings.operator_key)
+    except KeyturnError as exc:
+        return [Finding(check, Status.FAIL, exc.message)]
+    if keyring is None:
+        return [Finding(check, Status.OK, f"signs as {principal!r}")]
+    known = keyring.key_of(principal)
+    if known is None:
+        detail = f"signs as {principal!r}, but the keyring has no {principal}.pub: refused"
+        return [Finding(check, Status.FAIL, detail)]
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    if key.public_key().public_bytes(*raw) != known.public_bytes(*raw):
+        detail = f"signs as {principal!r}, but {principal}.pub in the keyring is another key"
+        return [Finding(check, Status.FAIL, f"{detail}: refused")]
+    return [Finding(check, Status.OK, f"signs as {principal!r}; the keyring holds its key")]
 
 
 def check_flower(url: str | None, settings: FlowerSettings, timeout: float = 5.0) -> list[Finding]:

@@ -96,7 +96,9 @@ def test_all_green_on_a_running_deployment(deployment: Cluster) -> None:
     deployment.start("worker")
     deployment.start("beat")
     flower = start_flower(deployment, [f"--basic-auth={USER}:{PASSWORD}"], {})
-    env = {k: v for k, v in deployment.env.items() if not k.startswith("FLOWER_")}
+    # an operator's environment: its key, and the workers' keyring holding the public half
+    operator = deployment.operator_env("ops")
+    env = {k: v for k, v in operator.items() if not k.startswith("FLOWER_")}
     deadline = time.monotonic() + 60
     while True:  # until the worker is up and answers
         done = doctor(env, "--flower-url", flower.base, "--timeout", "3")
@@ -117,6 +119,11 @@ def test_all_green_on_a_running_deployment(deployment: Cluster) -> None:
     assert found["flower"] == (
         "ok",
         f"Flower at {flower.base} refuses requests without credentials",
+    )
+    assert found["keyring (KEYTURN_OPERATOR_KEYS)"][0] == "ok"
+    assert found["operator key (KEYTURN_OPERATOR_KEY)"] == (
+        "ok",
+        "signs as 'ops'; the keyring holds its key",
     )
     assert "all checks passed" in done.stdout
     assert "doctor-initial" not in done.stdout + done.stderr
