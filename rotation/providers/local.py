@@ -38,7 +38,6 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
 import threading
 import time
 import weakref
@@ -92,6 +91,47 @@ def _fsync_dir(directory: str | Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _temp_file(prefix: str) -> tuple[int, str]:
+    """A new file ``<prefix><random>``, mode 0600, open for writing (what ``tempfile.mkstemp``
+    does, without its per-call setup)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    while True:
+        tmp = f"{prefix}{secrets.token_hex(8)}"
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+
+
+def _replace_durably(
+    fd: int,
+    tmp: str,
+    blob: bytes,
+    path: str | Path,
+    directory: str | Path,
+    mtime_ns: int | None = None,
+) -> None:
+    """Write ``blob`` to the new temp file ``tmp`` (open as ``fd``, which this closes), set its
+    mtime, fsync it, rename it over ``path`` and fsync ``directory``; on failure the temp file
+    is removed."""
+    try:
+        try:
+            written = 0
+            while written < len(blob):
+                written += os.write(fd, blob[written:])
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
 
 
 #: A file's identity: (inode, size, mtime, ctime). Files are replaced, never changed in place.
@@ -339,12 +379,13 @@ class LocalProvider(StoreBackedProvider):
         plaintext = plaintext or self._plaintext(name, record)
         nonce = secrets.token_bytes(NONCE_BYTES)
         blob = MAGIC + nonce + self._cipher.encrypt(nonce, plaintext, MAGIC + file_id.encode())
+        temp_prefix = f"{self._secrets_prefix}.secret-"
         try:
-            fd, tmp = self._temp_file()
+            fd, tmp = _temp_file(temp_prefix)
         except FileNotFoundError:  # the first write to this store
             self._seal_check()
             self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
-            fd, tmp = self._temp_file()
+            fd, tmp = _temp_file(temp_prefix)
         # Each version of a file gets a later mtime than the one it replaces (read under this
         # lock), even when the clock is coarse or went back: the freed inode of a version before
         # is reused at once, often at the same size, so (inode, size, mtime) must not repeat.
@@ -352,36 +393,11 @@ class LocalProvider(StoreBackedProvider):
         stamp = time.time_ns()
         if previous is not None:
             stamp = max(stamp, previous[0][2] + 1)
-        try:
-            try:
-                written = 0
-                while written < len(blob):
-                    written += os.write(fd, blob[written:])
-                os.utime(fd, ns=(stamp, stamp))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self._secrets_str)
+        _replace_durably(fd, tmp, blob, path, self._secrets_str, stamp)
         # under the writers' lock nobody else replaces the file: this identity is what we wrote
         # (taken after the rename, which changes the ctime)
         identity = _identity(os.stat(path))
         self._cached[file_id] = (identity, {"name": name, "record": record}, plaintext)
-
-    def _temp_file(self) -> tuple[int, str]:
-        """A new file ``secrets/.secret-<random>``, mode 0600, open for writing (what
-        ``tempfile.mkstemp`` does, without its per-call setup)."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        while True:
-            tmp = f"{self._secrets_prefix}.secret-{secrets.token_hex(8)}"
-            try:
-                return os.open(tmp, flags, 0o600), tmp
-            except FileExistsError:
-                continue
 
     def _seal_check(self) -> None:
         """Write ``check.enc`` (first write only): later openings verify their key with it."""
@@ -389,13 +405,8 @@ class LocalProvider(StoreBackedProvider):
             return
         nonce = secrets.token_bytes(NONCE_BYTES)
         blob = MAGIC + nonce + self._cipher.encrypt(nonce, b"keyturn", MAGIC + b"check")
-        fd, tmp = tempfile.mkstemp(prefix=".check-", dir=self.directory)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.check_path)
-        _fsync_dir(self.directory)
+        fd, tmp = _temp_file(str(self.directory / ".check-"))
+        _replace_durably(fd, tmp, blob, self.check_path, self.directory)
 
     def _load(
         self,
