@@ -327,11 +327,8 @@ class Engine:
         values = row._mapping
         if self._sql_clock:
             self._anchor = (values["lease_now"], time.monotonic())
-        # a detached Run holding what the step uses, built without the ORM's attribute events
-        run = Run.__mapper__.class_manager.new_instance()
-        run.__dict__.update({column.key: values[column.key] for column in _TAKEN_COLUMNS})
         return _Taken(
-            run,
+            _detached_run(values),
             owner,
             asked,
             values["lease_now"],
@@ -643,12 +640,12 @@ class Engine:
         self._pause(name, "before")
         self._pause(name, "after")
         with self._atomic():
-            row, values, now = self._commit_step(
+            row, values, _ = self._commit_step(
                 run, state, step_name, policy, result, lease.owner, lease.owner
             )
             if row is None:
                 return self._moved(run, instant, False, None)
-            following = _carried(run, values, row, lease.owner, time.monotonic(), now).run
+            following = _moved_on(run, values)
             done, _, _ = self._commit_step(
                 following, instant, name, policy, StepResult(), lease.owner, None
             )
@@ -1565,6 +1562,20 @@ def _ended(final: RunState, now: datetime, message: str) -> dict[str, object]:
     }
 
 
+def _detached_run(columns: Mapping[Any, Any]) -> Run:
+    """A detached Run holding what a step uses (``_TAKEN_COLUMNS`` of ``columns``), built
+    without the ORM's attribute events."""
+    run: Run = Run.__mapper__.class_manager.new_instance()
+    run.__dict__.update({column.key: columns[column.key] for column in _TAKEN_COLUMNS})
+    return run
+
+
+def _moved_on(run: Run, values: Mapping[str, object]) -> Run:
+    """``run`` as a commit that set ``values`` and kept or carried over the lease left it
+    (an attempt of the next step)."""
+    return _detached_run({**run.__dict__, **values, "attempt": 1})
+
+
 def _carried(
     run: Run,
     values: dict[str, object],
@@ -1574,12 +1585,8 @@ def _carried(
     now: datetime,
 ) -> _Taken:
     """The next step's lease as the commit that carried it over left the run."""
-    following = Run.__mapper__.class_manager.new_instance()
-    kept = {column.key: run.__dict__[column.key] for column in _TAKEN_COLUMNS}
-    moved = {key: value for key, value in values.items() if key in kept}
-    following.__dict__.update({**kept, **moved, "attempt": 1})
     return _Taken(
-        following,
+        _moved_on(run, values),
         owner,
         confirmed,
         now,
