@@ -54,8 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import REPO, check, scratch_database
-from sqlalchemy import Engine as SqlEngine
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run
@@ -64,6 +63,7 @@ from rotation.providers.memory import MemoryProvider
 from rotation.run.engine import Engine
 from rotation.run.runtime import Runtime
 from rotation.scheduler.dispatcher import Dispatcher
+from tests.backends.sql_counter import SqlCounter
 
 TARGET = 0.8
 CPU_TARGET_MS = 8.0
@@ -99,38 +99,6 @@ def chunk_secrets(k: int) -> list[str]:
 
 
 # --- measuring --------------------------------------------------------------------------------
-
-
-class SqlCounter:
-    """Counts SQL statements and transactions on one SQLAlchemy engine while ``active``.
-
-    A transaction is a BEGIN..COMMIT/ROLLBACK block with at least one statement, or one
-    statement run in autocommit (its own transaction on the server)."""
-
-    def __init__(self, engine: SqlEngine) -> None:
-        self.statements = 0
-        self.transactions = 0
-        self.active = False
-        event.listen(engine, "before_cursor_execute", self._statement)
-        event.listen(engine, "commit", self._end)
-        event.listen(engine, "rollback", self._end)
-        event.listen(engine, "checkin", self._checkin)
-
-    def _statement(self, conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
-        if not self.active:
-            return
-        self.statements += 1
-        if getattr(conn.connection.dbapi_connection, "autocommit", False):
-            self.transactions += 1
-        elif not conn.info.get("kt_in_tx"):
-            conn.info["kt_in_tx"] = True
-            self.transactions += 1
-
-    def _end(self, conn) -> None:  # type: ignore[no-untyped-def]
-        conn.info["kt_in_tx"] = False
-
-    def _checkin(self, dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
-        record.info["kt_in_tx"] = False  # the pool rolls back on return
 
 
 def group_cpu(pgid: int) -> float:
@@ -207,6 +175,27 @@ def drain(engine: Engine, enqueued: list[tuple[int, str]]) -> None:
         outcome = engine.advance(run_id, state, follow=True)
         if outcome.enqueue and outcome.state is not None:
             queue.append((run_id, outcome.state.value))
+
+
+def drain_counted(
+    engine: Engine,
+    enqueued: list[tuple[int, str]],
+    counter: SqlCounter,
+    prefix: str,
+    expected: int,
+    label: str,
+) -> float:
+    """``drain``, its SQL counted by ``counter``; the CPU seconds it took. Fails unless all
+    ``expected`` runs of ``prefix`` succeeded."""
+    counter.active = True
+    cpu0 = time.process_time()
+    drain(engine, enqueued)
+    cpu = time.process_time() - cpu0
+    counter.active = False
+    total, finished, failed = progress(engine.runtime.ledger, prefix)
+    if failed or finished != total or total != expected:
+        raise RuntimeError(f"{label}: {prefix}: {finished}/{total} finished, {failed} failed")
+    return cpu
 
 
 # --- the two sides ------------------------------------------------------------------------------
@@ -296,14 +285,7 @@ class Floor(Side):
         counter = self.counter
         s0, t0 = counter.statements, counter.transactions
         enqueued = self.dispatcher.tick().enqueue  # the tick is not the rotations' cost
-        counter.active = True
-        cpu0 = time.process_time()
-        drain(self.engine, enqueued)
-        cpu = time.process_time() - cpu0
-        counter.active = False
-        total, finished, failed = progress(self.ledger, prefix)
-        if failed or finished != total or total != expected:
-            raise RuntimeError(f"floor: {prefix}: {finished}/{total} finished, {failed} failed")
+        cpu = drain_counted(self.engine, enqueued, counter, prefix, expected, "floor")
         return counter.statements - s0, counter.transactions - t0, cpu
 
     def close(self) -> None:
@@ -484,8 +466,9 @@ class Cost:
 
 #: Where a step's transactions come from (docs/rotation-run.md, "What a step costs the ledger").
 TX_NOTE = (
-    "each step is its commit, which also takes the next step's lease; a run adds its first "
-    "lease, and a fence asks the ledger again when its confirmation is 0.5 s old"
+    "a run's first lease, then each step's commit, which also takes the next step's lease "
+    "(retire and finish in one transaction); a lease's first fence check asks the ledger "
+    "when the statement that took it is 0.5 s old or more, every check after an action does"
 )
 
 
@@ -510,14 +493,7 @@ def memory_cost(url: str, profile_out: Path) -> Cost:
                     POLICY.format(name=name, pattern=f"{name}/*")
                 )
                 enqueued = dispatcher.tick().enqueue
-                counter.active = True
-                cpu0 = time.process_time()
-                drain(engine, enqueued)
-                cpu = time.process_time() - cpu0
-                counter.active = False
-                total, finished, failed = progress(runtime.ledger, f"{name}/")
-                if failed or finished != total or total != PROFILED:
-                    raise RuntimeError(f"memory: {finished}/{total} finished, {failed} failed")
+                cpu = drain_counted(engine, enqueued, counter, f"{name}/", PROFILED, "memory")
                 return PROFILED * STEPS, cpu
 
             rotate("mwarm")

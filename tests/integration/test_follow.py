@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from rotation.ledger.db import Ledger
 from rotation.ledger.models import Run, RunEvent
@@ -19,6 +19,7 @@ from rotation.run.engine import Engine
 from rotation.run.runtime import Runtime
 from rotation.run.states import RunState
 from rotation.scheduler.dispatcher import Dispatcher
+from tests.backends.sql_counter import SqlCounter
 
 POLICY = """
 policies:
@@ -76,29 +77,6 @@ def _run(runtime: Runtime, run_id: int) -> Run:
         return run
 
 
-class Transactions:
-    """Transactions on an engine: a BEGIN..COMMIT block with statements, or one statement in
-    autocommit (its own transaction on the server)."""
-
-    def __init__(self, engine) -> None:
-        self.count = 0
-        self.statements = 0
-        event.listen(engine, "before_cursor_execute", self._statement)
-        event.listen(engine, "commit", self._end)
-        event.listen(engine, "rollback", self._end)
-
-    def _statement(self, conn, *args) -> None:
-        self.statements += 1
-        if getattr(conn.connection.dbapi_connection, "autocommit", False):
-            self.count += 1
-        elif not conn.info.get("in_tx"):
-            conn.info["in_tx"] = True
-            self.count += 1
-
-    def _end(self, conn) -> None:
-        conn.info["in_tx"] = False
-
-
 def test_one_call_runs_the_whole_rotation_one_transaction_per_step(setup, monkeypatch) -> None:
     # a step's setup takes milliseconds; a loaded CI machine must not make a check ask here
     monkeypatch.setattr(engine_module, "LEASE_FRESH_SECONDS", 5.0)
@@ -107,9 +85,9 @@ def test_one_call_runs_the_whole_rotation_one_transaction_per_step(setup, monkey
 
     runtime, engine, enqueued = make()
     [(run_id, state)] = enqueued
-    counter = Transactions(runtime.ledger.engine)
+    counter = SqlCounter(runtime.ledger.engine, active=True)
     outcome = engine.advance(run_id, state, follow=True)
-    transactions, statements = counter.count, counter.statements
+    transactions, statements = counter.transactions, counter.statements
     assert outcome.state is RunState.SUCCEEDED
     assert not outcome.enqueue
     events = _events(runtime, run_id)
