@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, overload
 from urllib.parse import parse_qs, urlsplit
 
 from rotation.errors import ConfigurationError
@@ -80,9 +80,17 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def env_flag(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
+@overload
+def env_flag(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool: ...
+@overload
+def env_flag(
+    name: str, default: None, *, environ: Mapping[str, str] | None = None
+) -> bool | None: ...
+def env_flag(
+    name: str, default: bool | None, *, environ: Mapping[str, str] | None = None
+) -> bool | None:
     """``name`` as a yes/no (``1/0``, ``true/false``, ``yes/no``, ``on/off``; ``default`` when
-    unset or blank)."""
+    unset or blank: None leaves the choice to the caller's library)."""
     raw = (_env(environ).get(name) or "").strip()
     if not raw:
         return default
@@ -90,7 +98,7 @@ def env_flag(name: str, default: bool, *, environ: Mapping[str, str] | None = No
         return True
     if raw.lower() in _FALSE:
         return False
-    raise ConfigurationError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), not {raw!r}.")
+    raise ConfigurationError(f"{name} must be 1 or 0 (true or false, yes/no, on/off), not {raw!r}.")
 
 
 def env_seconds(

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.pipeline.policies import RetryPolicy
 
+from rotation.config import env_flag
 from rotation.errors import ConfigurationError
 
 __all__ = [
@@ -79,7 +80,7 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             "e.g. https://my-vault.vault.azure.net/ "
             "(az keyvault show --name NAME --query properties.vaultUri)."
         )
-    verify = _bool(environ, "AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE")
+    verify = env_flag("AZURE_KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", None, environ=environ)
     ca_bundle = environ.get("AZURE_CA_BUNDLE") or environ.get("REQUESTS_CA_BUNDLE") or None
     retry_total = int(_number(environ, "AZURE_KEY_VAULT_RETRY_TOTAL", 5))
     read_timeout = _number(environ, "AZURE_KEY_VAULT_TIMEOUT", 15.0)
@@ -146,17 +147,6 @@ def _check_url(url: str) -> str:
             f"not {url!r}: Key Vault only accepts bearer tokens over TLS."
         )
     return url.strip().rstrip("/")
-
-
-def _bool(environ: Mapping[str, str], key: str) -> bool | None:
-    raw = (environ.get(key) or "").strip().lower()
-    if not raw:
-        return None
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"{key} must be true or false, not {raw!r}.")
 
 
 def _number(environ: Mapping[str, str], key: str, default: float) -> float:
